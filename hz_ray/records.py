@@ -1,0 +1,182 @@
+"""Plain, validated records that cross module and process boundaries.
+
+All records are frozen dataclasses of builtins, so they pickle cheaply for Ray
+and serialise to JSON and Arrow without custom code.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from hz_ray.errors import InputDataError, field_error
+
+CONTROL_ARM_ID = "control"
+
+
+def _check_finite(where: str, value: float) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        raise field_error(
+            InputDataError, where, value, "a finite number",
+            "Drop or repair the reading at its source; NaN and inf cannot be modelled.",
+        )
+
+
+@dataclass(frozen=True)
+class GroupStats:
+    """Per-unit summary of one group (test or control) in one hour.
+
+    Attributes:
+        mean: Mean of the metric over the group's units (e.g. views per user).
+        var: Variance of the metric across units (per-unit, not of the mean),
+            or ``None`` when the platform does not report it.
+        n: Number of units (users) in the group this hour, >= 1.
+    """
+
+    mean: float
+    var: float | None
+    n: int
+
+    def __post_init__(self) -> None:
+        _check_finite("mean", self.mean)
+        if self.var is not None:
+            _check_finite("var", self.var)
+            if self.var < 0:
+                raise field_error(
+                    InputDataError, "var", self.var, "a variance >= 0",
+                    "Report the per-unit variance, or None when it is unknown.",
+                )
+        if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:
+            raise field_error(
+                InputDataError, "n", self.n, "an integer unit count >= 1",
+                "Skip hours in which the group had no units.",
+            )
+
+
+@dataclass(frozen=True)
+class HourlyReading:
+    """One metric of one arm in one hour, with the control group of the same hour.
+
+    Attributes:
+        arm_id: The test arm's id.
+        hour: Hour index (hours since the job's epoch), >= 0.
+        metric: Metric name, e.g. ``"views"``.
+        test: The test arm's group statistics.
+        control: The control arm's group statistics in the same hour.
+    """
+
+    arm_id: str
+    hour: int
+    metric: str
+    test: GroupStats
+    control: GroupStats
+
+    def __post_init__(self) -> None:
+        _check_key(self.arm_id, self.hour, self.metric)
+        if self.control.mean == 0:
+            raise field_error(
+                InputDataError, "control.mean", self.control.mean, "non-zero",
+                "A relative delta X/X0 - 1 needs a non-zero control mean; "
+                "aggregate this metric over more units or drop it.",
+            )
+
+
+def _check_key(arm_id: object, hour: object, metric: object) -> None:
+    if not isinstance(arm_id, str) or not arm_id:
+        raise field_error(InputDataError, "arm_id", arm_id, "a non-empty string")
+    if isinstance(hour, bool) or not isinstance(hour, int) or hour < 0:
+        raise field_error(InputDataError, "hour", hour, "an integer hour index >= 0")
+    if not isinstance(metric, str) or not metric:
+        raise field_error(InputDataError, "metric", metric, "a non-empty metric name")
+
+
+@dataclass(frozen=True)
+class HourlyDelta:
+    """Relative delta ``X(w)/X(w0) - 1`` of one metric of one arm in one hour.
+
+    Attributes:
+        arm_id: The test arm's id.
+        metric: Metric name.
+        hour: Hour index, >= 0.
+        mean: Estimated relative delta (0.01 means +1%).
+        var: Variance of that estimate (delta method), or ``None`` when the
+            group variances were not reported; the aggregate then falls back to
+            the spread of the arm's hourly deltas across hours.
+        n: Test-group unit count of the hour; the aggregation weight.
+    """
+
+    arm_id: str
+    metric: str
+    hour: int
+    mean: float
+    var: float | None
+    n: int
+
+    def __post_init__(self) -> None:
+        _check_key(self.arm_id, self.hour, self.metric)
+        _check_finite("mean", self.mean)
+        if self.var is not None:
+            _check_finite("var", self.var)
+            if self.var < 0:
+                raise field_error(InputDataError, "var", self.var, "a variance >= 0")
+        if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:
+            raise field_error(InputDataError, "n", self.n, "an integer unit count >= 1")
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        """The idempotency key ``(arm_id, metric, hour)``."""
+        return (self.arm_id, self.metric, self.hour)
+
+
+@dataclass(frozen=True)
+class ArmEstimate:
+    """Aggregate of one arm's hourly deltas of one metric.
+
+    Attributes:
+        mean: N-weighted mean relative delta.
+        sem: Standard error of ``mean``.
+        n: Total test units over the aggregated hours.
+        hours: Number of distinct hours aggregated.
+    """
+
+    mean: float
+    sem: float
+    n: int
+    hours: int
+
+
+@dataclass(frozen=True)
+class MetricPosterior:
+    """Posterior of one metric delta at one arm: mean and standard deviation."""
+
+    mean: float
+    sd: float
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The launch readout: which weights to ship, and how sure we are.
+
+    Attributes:
+        arm_id: The recommended arm (``"control"`` when nothing beats it safely).
+        params: Its weights, by parameter name.
+        objective_mean: Posterior mean of the objective (relative delta).
+        objective_lcb: One-sided 95% lower confidence bound of the objective.
+        p_feasible: Posterior probability that every constraint holds.
+        metrics: Posterior of each metric delta at this arm.
+        observed: The arm's own aggregated data, by metric.
+    """
+
+    arm_id: str
+    params: Mapping[str, float]
+    objective_mean: float
+    objective_lcb: float
+    p_feasible: float
+    metrics: Mapping[str, MetricPosterior] = field(default_factory=dict)
+    observed: Mapping[str, ArmEstimate] = field(default_factory=dict)
+
+    @property
+    def is_control(self) -> bool:
+        """True when the readout recommends keeping the production weights."""
+        return self.arm_id == CONTROL_ARM_ID

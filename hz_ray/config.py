@@ -1,0 +1,457 @@
+"""Tuning-job configuration: YAML or a mapping -> frozen, validated dataclasses.
+
+This is the only module that parses user files. Every field is checked once,
+here, and a bad value raises :class:`~hz_ray.errors.ConfigError` whose message
+names the field (dotted path), the value and the fix.
+
+A minimal YAML file::
+
+    name: feed-vm
+    parameters:
+      - {name: w_click, low: 0.33, high: 3.0, scale: log, base: 1.0}
+      - {name: w_like,  low: 0.33, high: 3.0, scale: log, base: 1.0}
+    objective: {metric: views}                # or {weights: {views: 1, watch_time: 0.5}}
+    constraints:
+      - {metric: likes, min_delta: -0.005}    # likes may drop by at most 0.5% vs control
+    arms: {slots: 8, min_hours: 6, max_hours: 24}
+    optimizer: {seed: 0}
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from hz_ray.errors import ConfigError, field_error
+
+SCALES = ("linear", "log")
+DIRECTIONS = ("maximize", "minimize")
+
+
+def _require(ok: bool, where: str, value: object, constraint: str, hint: str = "") -> None:
+    if not ok:
+        raise field_error(ConfigError, where, value, constraint, hint)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    """One value-model weight to tune.
+
+    Attributes:
+        name: Parameter name, e.g. ``"w_like"``.
+        low: Lower bound of the search range.
+        high: Upper bound of the search range (> low).
+        scale: ``"linear"`` or ``"log"`` (log needs low > 0); weights usually
+            want ``"log"``, so ``x0.5`` and ``x2`` are equally far from the base.
+        base: The control arm's (production) value, within ``[low, high]``.
+    """
+
+    name: str
+    low: float
+    high: float
+    base: float
+    scale: str = "log"
+
+    def validate(self, where: str) -> None:
+        """Raise ConfigError unless the spec is well-formed."""
+        _require(isinstance(self.name, str) and self.name.isidentifier(), f"{where}.name",
+                 self.name, "a Python-identifier-like name", "Use letters, digits and '_'.")
+        for attr in ("low", "high", "base"):
+            _require(_is_number(getattr(self, attr)), f"{where}.{attr}", getattr(self, attr),
+                     "a finite number")
+        _require(self.scale in SCALES, f"{where}.scale", self.scale, f"one of {SCALES}")
+        _require(self.high > self.low, f"{where}.high", self.high,
+                 f"greater than low ({self.low})")
+        if self.scale == "log":
+            _require(self.low > 0, f"{where}.low", self.low, "> 0 for scale 'log'",
+                     "Use scale: linear for ranges that include 0.")
+        _require(self.low <= self.base <= self.high, f"{where}.base", self.base,
+                 f"within [low, high] = [{self.low}, {self.high}]",
+                 "The base is the production weight; widen the range to include it.")
+
+
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    """What to optimise: a weighted sum of relative metric deltas.
+
+    Attributes:
+        weights: Metric name -> weight; one metric with weight 1 for a plain
+            objective.
+        direction: ``"maximize"`` or ``"minimize"``.
+    """
+
+    weights: Mapping[str, float]
+    direction: str = "maximize"
+
+    def validate(self, where: str) -> None:
+        """Raise ConfigError unless the spec is well-formed."""
+        _require(isinstance(self.weights, Mapping) and len(self.weights) > 0,
+                 f"{where}.weights", self.weights, "a non-empty mapping metric -> weight",
+                 "Write objective: {metric: views} or objective: {weights: {views: 1.0}}.")
+        for metric, weight in self.weights.items():
+            _require(isinstance(metric, str) and bool(metric), f"{where}.weights", metric,
+                     "keyed by metric names")
+            _require(_is_number(weight) and weight != 0, f"{where}.weights.{metric}", weight,
+                     "a finite non-zero number")
+        _require(self.direction in DIRECTIONS, f"{where}.direction", self.direction,
+                 f"one of {DIRECTIONS}")
+
+    @property
+    def sign(self) -> float:
+        """+1 to maximise, -1 to minimise."""
+        return 1.0 if self.direction == "maximize" else -1.0
+
+
+@dataclass(frozen=True)
+class ConstraintSpec:
+    """A guardrail on one metric's relative delta against control.
+
+    Exactly one of ``min_delta`` / ``max_delta`` is set: ``min_delta: -0.005``
+    means the metric may fall by at most 0.5%; ``max_delta: 0.01`` means it may
+    rise by at most 1% (for cost-like metrics).
+    """
+
+    metric: str
+    min_delta: float | None = None
+    max_delta: float | None = None
+
+    def validate(self, where: str) -> None:
+        """Raise ConfigError unless the spec is well-formed."""
+        _require(isinstance(self.metric, str) and bool(self.metric), f"{where}.metric",
+                 self.metric, "a metric name")
+        _require((self.min_delta is None) != (self.max_delta is None), where,
+                 {"min_delta": self.min_delta, "max_delta": self.max_delta},
+                 "exactly one of min_delta / max_delta",
+                 "Write two constraints to bound a metric on both sides.")
+        bound = self.bound
+        _require(_is_number(bound) and -1.0 < bound < 10.0,
+                 f"{where}.{'min_delta' if self.min_delta is not None else 'max_delta'}",
+                 bound, "a relative delta in (-1, 10)", "Use fractions: -0.005 means -0.5%.")
+
+    @property
+    def bound(self) -> float:
+        """The threshold, whichever side it is on."""
+        return self.min_delta if self.min_delta is not None else self.max_delta  # type: ignore[return-value]
+
+    @property
+    def sense(self) -> float:
+        """+1 for a lower bound (delta >= bound), -1 for an upper bound."""
+        return 1.0 if self.min_delta is not None else -1.0
+
+
+@dataclass(frozen=True)
+class ArmsSpec:
+    """How test arms are run.
+
+    Attributes:
+        slots: Test arms live at the same time (experiment slots), >= 1.
+        min_hours: Hours of data an arm collects before it may be stopped early.
+        max_hours: Hours an arm stays live at most (its lifecycle).
+        guardrail_stop_probability: Stop an arm after ``min_hours`` when its
+            posterior probability of meeting every constraint falls below
+            this (it is probably harming users). 0 disables early stops.
+        late_data_hours: Hours a stopped arm is still polled for late
+            publications of the hours it was live.
+    """
+
+    slots: int = 8
+    min_hours: int = 6
+    max_hours: int = 24
+    guardrail_stop_probability: float = 0.05
+    late_data_hours: int = 24
+
+    def validate(self, where: str) -> None:
+        """Raise ConfigError unless the spec is well-formed."""
+        _require(_is_int(self.slots) and 1 <= self.slots <= 10_000, f"{where}.slots",
+                 self.slots, "an integer in [1, 10000]")
+        _require(_is_int(self.min_hours) and self.min_hours >= 1, f"{where}.min_hours",
+                 self.min_hours, "an integer >= 1")
+        _require(_is_int(self.max_hours) and self.max_hours >= self.min_hours,
+                 f"{where}.max_hours", self.max_hours, f"an integer >= min_hours ({self.min_hours})")
+        _require(_is_number(self.guardrail_stop_probability)
+                 and 0 <= self.guardrail_stop_probability < 0.5,
+                 f"{where}.guardrail_stop_probability", self.guardrail_stop_probability,
+                 "a probability in [0, 0.5)", "0 disables early guardrail stops.")
+        _require(_is_int(self.late_data_hours) and self.late_data_hours >= 0,
+                 f"{where}.late_data_hours", self.late_data_hours, "an integer >= 0")
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """Knobs of the HyperZero optimiser.
+
+    Attributes:
+        seed: Seed of every random choice; same seed and inputs, same result.
+        bucket_size: Initial candidate bucket (scrambled Sobol points), ~100.
+        thompson_draws: Joint posterior draws K per selection (Algorithm 1).
+        proposal_probability: Probability p of adding GP-scored proposals to
+            the candidates of a selection (Algorithm 3); 0 disables.
+        proposals: Points N sampled per proposal round.
+        proposal_draws: Posterior draws used to score proposals.
+        max_proposals_added: Proposals added to the candidates per round.
+        local_scale: Std of the perturbations around the incumbent, in
+            unit-cube units.
+        hold_fixed: Name of a weight held at its base (value-model scale
+            invariance: ranking by ``sum w_k p_k`` ignores a common scale, so
+            one weight can be fixed without loss). ``None`` tunes all.
+        var_floor: Smallest variance of one hour's delta, (relative delta)^2;
+            keeps a one-hour arm from being over-trusted.
+        refit_min_new_points: Refit GP hyperparameters after at least this
+            many new arms with data ...
+        refit_growth: ... or this relative growth of the training set.
+        feasibility_threshold: P(feasible) an arm needs to be recommended.
+        recommend_min_hours: Hours of data an arm needs to be recommended.
+    """
+
+    seed: int = 0
+    bucket_size: int = 100
+    thompson_draws: int = 1000
+    proposal_probability: float = 0.5
+    proposals: int = 2048
+    proposal_draws: int = 16
+    max_proposals_added: int = 5
+    local_scale: float = 0.1
+    hold_fixed: str | None = None
+    var_floor: float = 1e-4
+    refit_min_new_points: int = 4
+    refit_growth: float = 0.25
+    feasibility_threshold: float = 0.95
+    recommend_min_hours: int = 6
+
+    def validate(self, where: str) -> None:
+        """Raise ConfigError unless the spec is well-formed."""
+        _require(_is_int(self.seed) and self.seed >= 0, f"{where}.seed", self.seed,
+                 "an integer >= 0")
+        for attr, lo, hi in (("bucket_size", 1, 100_000), ("thompson_draws", 1, 1_000_000),
+                             ("proposals", 1, 1_000_000), ("proposal_draws", 1, 10_000),
+                             ("max_proposals_added", 1, 1000), ("refit_min_new_points", 1, 10**6),
+                             ("recommend_min_hours", 1, 10**6)):
+            value = getattr(self, attr)
+            _require(_is_int(value) and lo <= value <= hi, f"{where}.{attr}", value,
+                     f"an integer in [{lo}, {hi}]")
+        _require(_is_number(self.proposal_probability) and 0 <= self.proposal_probability <= 1,
+                 f"{where}.proposal_probability", self.proposal_probability, "in [0, 1]")
+        _require(_is_number(self.local_scale) and 0 < self.local_scale <= 1,
+                 f"{where}.local_scale", self.local_scale, "in (0, 1]")
+        _require(_is_number(self.var_floor) and self.var_floor > 0, f"{where}.var_floor",
+                 self.var_floor, "a variance > 0", "1e-4 means an hourly delta sd of 1%.")
+        _require(_is_number(self.refit_growth) and self.refit_growth >= 0,
+                 f"{where}.refit_growth", self.refit_growth, "a number >= 0")
+        _require(_is_number(self.feasibility_threshold) and 0.5 <= self.feasibility_threshold < 1,
+                 f"{where}.feasibility_threshold", self.feasibility_threshold, "in [0.5, 1)")
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """Which backend to drive: a built-in world name or ``module:Class``.
+
+    Attributes:
+        target: ``"simulated:<world>"`` (e.g. ``"simulated:value_model"``) or
+            an import path ``"package.module:ClassName"`` of an ArmBackend.
+        kwargs: Keyword arguments for the backend's constructor.
+    """
+
+    target: str = "simulated:value_model"
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    def validate(self, where: str) -> None:
+        """Raise ConfigError unless the spec is well-formed."""
+        _require(isinstance(self.target, str) and ":" in self.target, f"{where}.target",
+                 self.target, "'simulated:<world>' or 'package.module:ClassName'")
+        _require(isinstance(self.kwargs, Mapping), f"{where}.kwargs", self.kwargs, "a mapping")
+
+
+@dataclass(frozen=True)
+class TuningConfig:
+    """A whole tuning job.
+
+    Attributes:
+        parameters: The weights to tune, in a fixed order.
+        objective: What to optimise.
+        constraints: Guardrails, relative to control.
+        arms: How arms are run.
+        optimizer: Optimiser knobs.
+        backend: Which platform or world to drive (used by the CLI).
+        extra_metrics: Metrics tracked and modelled beyond those the objective
+            and constraints name.
+        name: Job name (used for the run folder and the Ray namespace).
+    """
+
+    parameters: tuple[ParameterSpec, ...]
+    objective: ObjectiveSpec
+    constraints: tuple[ConstraintSpec, ...] = ()
+    arms: ArmsSpec = field(default_factory=ArmsSpec)
+    optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
+    backend: BackendSpec = field(default_factory=BackendSpec)
+    extra_metrics: tuple[str, ...] = ()
+    name: str = "hz-ray-job"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "parameters", tuple(self.parameters))
+        object.__setattr__(self, "constraints", tuple(self.constraints))
+        object.__setattr__(self, "extra_metrics", tuple(self.extra_metrics))
+        self.validate()
+
+    def validate(self) -> None:
+        """Validate every field and the relations between them."""
+        _require(isinstance(self.name, str) and bool(self.name.strip()), "name", self.name,
+                 "a non-empty string")
+        _require(len(self.parameters) >= 1, "parameters", self.parameters,
+                 "a non-empty list", "List at least one weight to tune.")
+        for i, spec in enumerate(self.parameters):
+            _require(isinstance(spec, ParameterSpec), f"parameters[{i}]", spec, "a ParameterSpec")
+            spec.validate(f"parameters[{i}]")
+        names = [p.name for p in self.parameters]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        _require(not dupes, "parameters", dupes, "unique names")
+        self.objective.validate("objective")
+        for i, spec in enumerate(self.constraints):
+            spec.validate(f"constraints[{i}]")
+        self.arms.validate("arms")
+        self.optimizer.validate("optimizer")
+        self.backend.validate("backend")
+        fixed = self.optimizer.hold_fixed
+        if fixed is not None:
+            _require(fixed in names, "optimizer.hold_fixed", fixed, f"one of {names}")
+            _require(len(names) >= 2, "optimizer.hold_fixed", fixed,
+                     "unset when only one parameter is tuned")
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """Every modelled metric: objective's, then constraints', then extras; unique."""
+        ordered = list(self.objective.weights)
+        ordered += [c.metric for c in self.constraints]
+        ordered += list(self.extra_metrics)
+        return tuple(dict.fromkeys(ordered))
+
+    @property
+    def parameter_names(self) -> tuple[str, ...]:
+        """Names of all parameters, in order."""
+        return tuple(p.name for p in self.parameters)
+
+    @property
+    def base_params(self) -> dict[str, float]:
+        """The control arm's weights."""
+        return {p.name: float(p.base) for p in self.parameters}
+
+    def to_mapping(self) -> dict[str, Any]:
+        """Return a plain mapping that :func:`config_from_mapping` reads back."""
+        out = asdict(self)
+        out["objective"] = {"weights": dict(self.objective.weights),
+                            "direction": self.objective.direction}
+        out["constraints"] = [
+            {k: v for k, v in asdict(c).items() if v is not None} for c in self.constraints
+        ]
+        out["backend"] = {"target": self.backend.target, "kwargs": dict(self.backend.kwargs)}
+        out["parameters"] = [asdict(p) for p in self.parameters]
+        out["extra_metrics"] = list(self.extra_metrics)
+        return out
+
+
+def _build(cls: type, raw: object, where: str) -> Any:
+    """Build a flat dataclass from a mapping, rejecting unknown keys."""
+    if raw is None:
+        return cls()
+    _require(isinstance(raw, Mapping), where, raw, "a mapping")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(raw) - known)  # type: ignore[arg-type]
+    _require(not unknown, where, unknown, f"made of known keys {sorted(known)}",
+             "Check the spelling of the key.")
+    try:
+        return cls(**raw)  # type: ignore[arg-type]
+    except TypeError as exc:
+        raise ConfigError(f"{where!r} is incomplete: {exc}.",
+                          f"Required keys of {where}: see the README's config section.") from exc
+
+
+def config_from_mapping(raw: Mapping[str, Any]) -> TuningConfig:
+    """Build and validate a :class:`TuningConfig` from a plain mapping.
+
+    Args:
+        raw: Parsed YAML/JSON. ``objective`` may be ``{metric: m}`` (weight 1)
+            or ``{weights: {...}}`` with an optional ``direction``.
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigError: On any missing, unknown or out-of-range field.
+    """
+    _require(isinstance(raw, Mapping), "config", type(raw).__name__, "a mapping")
+    top_keys = {"name", "parameters", "objective", "constraints", "arms", "optimizer",
+                "backend", "extra_metrics"}
+    unknown = sorted(set(raw) - top_keys)
+    _require(not unknown, "config", unknown, f"made of known keys {sorted(top_keys)}")
+    params_raw = raw.get("parameters")
+    _require(isinstance(params_raw, Sequence) and not isinstance(params_raw, str)
+             and len(params_raw) > 0, "parameters", params_raw, "a non-empty list")
+    parameters = tuple(_build(ParameterSpec, p, f"parameters[{i}]")
+                       for i, p in enumerate(params_raw))
+    obj_raw = raw.get("objective")
+    _require(isinstance(obj_raw, Mapping), "objective", obj_raw, "a mapping",
+             "Write objective: {metric: views}.")
+    obj_raw = dict(obj_raw)
+    if "metric" in obj_raw:
+        _require("weights" not in obj_raw, "objective", obj_raw,
+                 "either 'metric' or 'weights', not both")
+        obj_raw["weights"] = {obj_raw.pop("metric"): 1.0}
+    objective = _build(ObjectiveSpec, obj_raw, "objective")
+    cons_raw = raw.get("constraints") or []
+    _require(isinstance(cons_raw, Sequence) and not isinstance(cons_raw, str), "constraints",
+             cons_raw, "a list")
+    constraints = tuple(_build(ConstraintSpec, c, f"constraints[{i}]")
+                        for i, c in enumerate(cons_raw))
+    extra = raw.get("extra_metrics") or ()
+    _require(isinstance(extra, Sequence) and not isinstance(extra, str)
+             and all(isinstance(m, str) and m for m in extra), "extra_metrics", extra,
+             "a list of metric names")
+    kwargs: dict[str, Any] = {
+        "parameters": parameters, "objective": objective, "constraints": constraints,
+        "arms": _build(ArmsSpec, raw.get("arms"), "arms"),
+        "optimizer": _build(OptimizerSpec, raw.get("optimizer"), "optimizer"),
+        "backend": _build(BackendSpec, raw.get("backend"), "backend"),
+        "extra_metrics": tuple(extra),
+    }
+    if "name" in raw:
+        kwargs["name"] = raw["name"]
+    return TuningConfig(**kwargs)
+
+
+def load_config(source: str | Path | Mapping[str, Any]) -> TuningConfig:
+    """Load a tuning config from a YAML file, or validate a mapping.
+
+    Args:
+        source: A path to a YAML file, or an already parsed mapping.
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigError: When the file is missing, is not valid YAML, or any field
+            is invalid.
+    """
+    if isinstance(source, Mapping):
+        return config_from_mapping(source)
+    import yaml
+
+    path = Path(source)
+    if not path.is_file():
+        raise field_error(ConfigError, "path", str(path), "an existing YAML file",
+                          "Check the path; see examples/ for templates.")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{str(path)!r} is not valid YAML: {exc}.",
+                          "Fix the syntax at the line shown.") from exc
+    return config_from_mapping(raw)

@@ -1,0 +1,36 @@
+"""When a live test arm should stop: a pure decision on its age and posterior."""
+
+from __future__ import annotations
+
+from hz_ray.config import ArmsSpec
+
+STOP_MAX_HOURS = "max_hours"
+STOP_GUARDRAIL = "guardrail"
+
+
+def stop_reason(
+    spec: ArmsSpec, hours_live: float, hours_observed: int, p_feasible: float | None
+) -> str | None:
+    """Decide whether a live arm's lifecycle has ended.
+
+    Args:
+        spec: The job's arm settings.
+        hours_live: Job hours since the arm was launched.
+        hours_observed: Distinct hours of data received for the arm.
+        p_feasible: Posterior probability that the arm meets every
+            constraint, or ``None`` when unknown.
+
+    Returns:
+        ``"max_hours"`` when its hours are up, ``"guardrail"`` when it has at
+        least ``min_hours`` of data and is probably harming users, else ``None``.
+    """
+    if hours_live >= spec.max_hours:
+        return STOP_MAX_HOURS
+    if (
+        spec.guardrail_stop_probability > 0
+        and p_feasible is not None
+        and hours_observed >= spec.min_hours
+        and p_feasible < spec.guardrail_stop_probability
+    ):
+        return STOP_GUARDRAIL
+    return None

@@ -1,0 +1,353 @@
+"""The HyperZero optimiser facade: observe, refresh, suggest, recommend.
+
+A plain, deterministic, in-memory object (Vizier's ``Designer`` rule): the
+local driver and the Ray posterior actor wrap the same class.
+
+- :meth:`Optimizer.observe` ingests hourly deltas (cheap, idempotent).
+- :meth:`Optimizer.refresh` rebuilds the posterior snapshot from the ledger,
+  refitting GP hyperparameters only when the refit policy says so. The Ray
+  actor runs it in the background; the local driver calls it every hour.
+- :meth:`Optimizer.suggest` draws new arms by constrained Thompson sampling
+  from the latest snapshot. It never changes the optimiser's state.
+- :meth:`Optimizer.recommend` is the launch readout.
+
+The control arm is a training point of every metric GP with delta exactly 0
+(by definition) and a tiny noise: it anchors the posterior at the base weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from hz_ray.config import TuningConfig, config_from_mapping
+from hz_ray.errors import StateError, field_error
+from hz_ray.ledger import IngestResult, Ledger
+from hz_ray.outcomes import Z95_ONE_SIDED, Outcomes
+from hz_ray.records import (
+    CONTROL_ARM_ID,
+    HourlyDelta,
+    MetricPosterior,
+    Recommendation,
+)
+from hz_ray.space import DTYPE, ParameterSpace
+from hz_ray.surrogate import PosteriorSnapshot, RefitPolicy, Surrogate
+from hz_ray.thompson import choose_by_counts, pick_counts, propose_candidates
+
+STATE_SCHEMA_VERSION = 1
+CONTROL_VAR_FRACTION = 1e-3  # control's noise as a fraction of var_floor: "known exactly"
+PROPOSAL_ANCHORS = 3
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """One arm to launch.
+
+    Attributes:
+        params: Weights by name.
+        x: The point in the unit cube (``dim`` floats).
+        pick_share: Fraction of the K Thompson draws that picked this point.
+        model_version: Ledger version of the snapshot it was drawn from.
+        source: ``"bucket"``, ``"arm"`` (re-run of an earlier arm's weights)
+            or ``"proposal"``.
+    """
+
+    params: Mapping[str, float]
+    x: tuple[float, ...]
+    pick_share: float
+    model_version: int
+    source: str
+
+
+@dataclass(frozen=True)
+class ArmAssessment:
+    """The posterior view of one arm, for lifecycle decisions and readouts."""
+
+    arm_id: str
+    hours: int
+    gain_mean: float
+    gain_sd: float
+    p_feasible: float
+
+
+def _derive_seed(*parts: object) -> int:
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 62) - 1)
+
+
+class Optimizer:
+    """HyperZero: GP per metric delta + constrained Thompson sampling.
+
+    Args:
+        config: The tuning job.
+    """
+
+    def __init__(self, config: TuningConfig) -> None:
+        self.config = config
+        self.space = ParameterSpace.from_config(config)
+        self.outcomes = Outcomes.from_config(config)
+        self.metrics = config.metrics
+        opt = config.optimizer
+        self.ledger = Ledger(self.metrics, var_floor=opt.var_floor)
+        self.surrogate = Surrogate(
+            self.metrics, self.space.dim,
+            RefitPolicy(min_new_points=opt.refit_min_new_points, growth=opt.refit_growth),
+        )
+        self.bucket = self._initial_bucket()
+        self._snapshot: PosteriorSnapshot | None = None
+        self._snapshot_arms: tuple[str, ...] = ()
+        self._snapshot_version = -1
+
+    # ----------------------------------------------------------------- data
+    def _initial_bucket(self) -> torch.Tensor:
+        """Scrambled Sobol points (``bucket_size x dim``), seeded."""
+        engine = torch.quasirandom.SobolEngine(
+            self.space.dim, scramble=True, seed=self.config.optimizer.seed)
+        return engine.draw(self.config.optimizer.bucket_size, dtype=DTYPE)
+
+    def register_arm(self, arm_id: str, params: Mapping[str, float], hour: int | None = None) -> None:
+        """Record that an arm was launched with these weights (idempotent)."""
+        if arm_id == CONTROL_ARM_ID:
+            raise field_error(StateError, "arm_id", arm_id, "not the reserved control id")
+        self.ledger.register_arm(arm_id, {k: float(v) for k, v in params.items()}, hour)
+
+    def retire_arm(self, arm_id: str, reason: str) -> None:
+        """Record that an arm stopped; its data stay in the model."""
+        self.ledger.retire_arm(arm_id, reason)
+
+    def observe(self, deltas: Iterable[HourlyDelta]) -> IngestResult:
+        """Ingest hourly deltas; idempotent per ``(arm_id, metric, hour)``.
+
+        Returns:
+            What was accepted, what was a duplicate and what was rejected (with
+            the reason); rejected records never stop the accepted ones.
+        """
+        return self.ledger.ingest(deltas)
+
+    @property
+    def data_version(self) -> int:
+        """Version of the ledger; bumps on every accepted record."""
+        return self.ledger.version
+
+    @property
+    def snapshot_version(self) -> int:
+        """Ledger version of the latest posterior snapshot (-1 before any)."""
+        return self._snapshot_version
+
+    @property
+    def is_stale(self) -> bool:
+        """True when data arrived after the latest snapshot."""
+        return self._snapshot_version != self.ledger.version
+
+    def training_data(self) -> tuple[tuple[str, ...], torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-arm aggregates as GP training data, control first.
+
+        Returns:
+            ``(arm_ids, X, Y, Yvar)`` with ``X`` ``n x dim``, ``Y`` and ``Yvar``
+            ``n x m``. Arms enter once they have data on every metric.
+        """
+        arm_ids = [CONTROL_ARM_ID]
+        xs = [self.space.control_point()]
+        control_var = self.config.optimizer.var_floor * CONTROL_VAR_FRACTION
+        ys = [[0.0] * len(self.metrics)]
+        yvars = [[control_var] * len(self.metrics)]
+        for arm_id, info in self.ledger.arms.items():
+            estimates = self.ledger.estimates(arm_id)
+            if any(m not in estimates for m in self.metrics):
+                continue
+            arm_ids.append(arm_id)
+            xs.append(self.space.encode(info.params))
+            ys.append([estimates[m].mean for m in self.metrics])
+            yvars.append([estimates[m].sem ** 2 for m in self.metrics])
+        return (tuple(arm_ids), torch.stack(xs), torch.tensor(ys, dtype=DTYPE),
+                torch.tensor(yvars, dtype=DTYPE))
+
+    # ------------------------------------------------------------ posterior
+    def refresh(self, force_refit: bool = False) -> PosteriorSnapshot:
+        """Rebuild the posterior snapshot from the ledger.
+
+        Hyperparameters are refit by marginal likelihood only when the refit
+        policy says so (or ``force_refit``); otherwise the GPs are re-conditioned
+        on the new aggregates under the stored hyperparameters.
+
+        Returns:
+            The new snapshot (also kept as the optimiser's current one).
+        """
+        version = self.ledger.version
+        arm_ids, X, Y, Yvar = self.training_data()
+        self._snapshot = self.surrogate.update(X, Y, Yvar, force_refit=force_refit)
+        self._snapshot_arms = arm_ids
+        self._snapshot_version = version
+        return self._snapshot
+
+    def snapshot(self) -> PosteriorSnapshot:
+        """The latest snapshot; raises StateError before the first refresh."""
+        if self._snapshot is None:
+            raise StateError("The optimizer has no posterior yet.",
+                             "Call refresh() after observe() and before suggest()/recommend().")
+        return self._snapshot
+
+    def assess(self, arm_ids: Sequence[str] | None = None) -> list[ArmAssessment]:
+        """Posterior gain and P(feasible) of registered arms (pooled through the GP).
+
+        Args:
+            arm_ids: Arms to assess; default all registered arms.
+        """
+        snapshot = self.snapshot()
+        ids = list(self.ledger.arms) if arm_ids is None else list(arm_ids)
+        if not ids:
+            return []
+        X = self.space.encode_many([self.ledger.arms[a].params for a in ids])
+        mean, var = snapshot.mean_and_var(X)
+        gain_mean, gain_sd = self.outcomes.gain_posterior(mean, var)
+        p_feas = self.outcomes.p_feasible(mean, var)
+        return [
+            ArmAssessment(a, self.ledger.hours_observed(a), float(gain_mean[i]),
+                          float(gain_sd[i]), float(p_feas[i]))
+            for i, a in enumerate(ids)
+        ]
+
+    # -------------------------------------------------------------- suggest
+    def _fantasized(self, snapshot: PosteriorSnapshot, live_arms: Sequence[str]) -> PosteriorSnapshot:
+        """Add live arms that have no data yet as partial observations.
+
+        A live arm without data will be observed soon; treating it as a
+        pseudo-observation at the posterior mean with the noise it will have
+        after ``min_hours`` stops Thompson sampling from piling more arms onto
+        the same spot (the kriging believer, with realistic noise).
+        """
+        pending = [a for a in live_arms
+                   if a in self.ledger.arms and a not in self._snapshot_arms]
+        if not pending:
+            return snapshot
+        X = self.space.encode_many([self.ledger.arms[a].params for a in pending])
+        mean, _ = snapshot.mean_and_var(X)
+        var = self.config.optimizer.var_floor / self.config.arms.min_hours
+        return snapshot.condition(X, mean, torch.full_like(mean, var))
+
+    def _anchors(self) -> torch.Tensor:
+        """Incumbent arms (best posterior gain, P(feasible) >= 0.5) plus the control."""
+        points = [self.space.control_point()]
+        ranked = sorted((a for a in self.assess() if a.p_feasible >= 0.5 and a.hours > 0),
+                        key=lambda a: -a.gain_mean)
+        for a in ranked[:PROPOSAL_ANCHORS]:
+            points.append(self.space.encode(self.ledger.arms[a.arm_id].params))
+        return torch.stack(points)
+
+    def suggest(self, n: int, live_arms: Sequence[str] = (), salt: int = 0) -> list[Suggestion]:
+        """Draw ``n`` arms to launch by constrained Thompson sampling.
+
+        Algorithm 1 over the candidates (initial bucket, every arm launched so
+        far, and, with probability ``proposal_probability``, GP-scored
+        proposals of Algorithm 3): K joint posterior draws, per draw the
+        feasible argmax of the gain (else the least violation); ``n`` distinct
+        picks sampled in proportion to their counts. Does not change state.
+
+        Args:
+            n: Number of arms, >= 1.
+            live_arms: Arms live now; those without data count as partly
+                observed.
+            salt: Extra entropy for callers that suggest several times on the
+                same data (e.g. one per slot).
+
+        Returns:
+            ``n`` suggestions (fewer distinct ones repeat the most-picked).
+        """
+        if n < 1:
+            raise field_error(StateError, "n", n, "an integer >= 1")
+        opt = self.config.optimizer
+        snapshot = self._fantasized(self.snapshot(), live_arms)
+        seed = _derive_seed(opt.seed, self._snapshot_version, len(self.ledger.arms), n, salt)
+        rng = random.Random(seed)
+        arm_X = self.space.encode_many([info.params for info in self.ledger.arms.values()])
+        sources = ["bucket"] * self.bucket.shape[0] + ["arm"] * arm_X.shape[0]
+        candidates = torch.cat([self.bucket, arm_X])
+        if opt.proposal_probability > 0 and rng.random() < opt.proposal_probability:
+            proposals = propose_candidates(
+                snapshot, candidates, self._anchors(), self.outcomes.objective_weights,
+                self.outcomes.constraint_matrix, self.outcomes.constraint_bounds,
+                num_proposals=opt.proposals, num_draws=opt.proposal_draws,
+                max_added=opt.max_proposals_added, local_scale=opt.local_scale,
+                seed=rng.getrandbits(62))
+            candidates = torch.cat([candidates, proposals])
+            sources += ["proposal"] * proposals.shape[0]
+        draws = snapshot.sample(candidates, opt.thompson_draws, seed=rng.getrandbits(62))
+        counts = pick_counts(draws, self.outcomes.objective_weights,
+                             self.outcomes.constraint_matrix, self.outcomes.constraint_bounds)
+        chosen = choose_by_counts(counts, n, seed=rng.getrandbits(62))
+        total = float(counts.sum())
+        return [
+            Suggestion(
+                params=self.space.decode(candidates[i]),
+                x=tuple(float(v) for v in candidates[i]),
+                pick_share=float(counts[i]) / total,
+                model_version=self._snapshot_version,
+                source=sources[i],
+            )
+            for i in chosen
+        ]
+
+    # ------------------------------------------------------------ recommend
+    def recommend(self) -> Recommendation:
+        """The launch readout: best arm by posterior gain with P(feasible) >= threshold.
+
+        Only arms with at least ``recommend_min_hours`` hours of data qualify.
+        The gain's posterior pools the evidence of nearby arms through the GP.
+        When no arm qualifies with a positive gain, the control is recommended.
+        """
+        opt = self.config.optimizer
+        eligible = [a for a in self.assess() if a.hours >= opt.recommend_min_hours]
+        feasible = [a for a in eligible
+                    if a.p_feasible >= opt.feasibility_threshold and a.gain_mean > 0]
+        if not feasible:
+            return self._readout(CONTROL_ARM_ID, self.space.base_params)
+        best = max(feasible, key=lambda a: (a.gain_mean, a.arm_id))
+        return self._readout(best.arm_id, self.ledger.arms[best.arm_id].params)
+
+    def _readout(self, arm_id: str, params: Mapping[str, float]) -> Recommendation:
+        X = self.space.encode(params).unsqueeze(0)
+        mean, var = self.snapshot().mean_and_var(X)
+        gain_mean, gain_sd = self.outcomes.gain_posterior(mean, var)
+        p_feas = self.outcomes.p_feasible(mean, var)
+        if arm_id == CONTROL_ARM_ID:
+            gain_mean, gain_sd, p_feas = gain_mean * 0, gain_sd * 0, p_feas * 0 + 1
+        return Recommendation(
+            arm_id=arm_id,
+            params=dict(params),
+            objective_mean=float(gain_mean[0]),
+            objective_lcb=float(gain_mean[0] - Z95_ONE_SIDED * gain_sd[0]),
+            p_feasible=float(p_feas[0]),
+            metrics={m: MetricPosterior(float(mean[0, j]), math.sqrt(max(float(var[0, j]), 0.0)))
+                     for j, m in enumerate(self.metrics)},
+            observed=self.ledger.estimates(arm_id) if arm_id != CONTROL_ARM_ID else {},
+        )
+
+    # ---------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-safe, versioned state: config, ledger and GP hyperparameters."""
+        return {
+            "schema_version": STATE_SCHEMA_VERSION,
+            "config": self.config.to_mapping(),
+            "ledger": self.ledger.state_dict(),
+            "surrogate": self.surrogate.state_dict(),
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, Any]) -> Optimizer:
+        """Rebuild an optimiser from :meth:`state_dict` (the snapshot is refreshed)."""
+        version = state.get("schema_version")
+        if version != STATE_SCHEMA_VERSION:
+            raise field_error(StateError, "schema_version", version,
+                              f"{STATE_SCHEMA_VERSION}", "The state was written by another "
+                              "hz-ray version; replay the Parquet log instead.")
+        optimizer = cls(config_from_mapping(state["config"]))
+        optimizer.ledger = Ledger.from_state_dict(state["ledger"])
+        optimizer.surrogate.load_state_dict(state["surrogate"])
+        optimizer.refresh()
+        return optimizer

@@ -58,7 +58,9 @@ class ArmFeed:
         """True when every hour in ``[first_hour, hour)`` has every metric."""
         return self.since_hour >= hour
 
-    def absorb(self, readings: Iterable[HourlyReading]) -> tuple[list[HourlyDelta], list[FeedRejection]]:
+    def absorb(
+        self, readings: Iterable[HourlyReading]
+    ) -> tuple[list[HourlyDelta], list[FeedRejection]]:
         """Turn fetched readings into deltas.
 
         Args:

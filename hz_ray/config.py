@@ -178,7 +178,8 @@ class ArmsSpec:
         _require(_is_int(self.min_hours) and self.min_hours >= 1, f"{where}.min_hours",
                  self.min_hours, "an integer >= 1")
         _require(_is_int(self.max_hours) and self.max_hours >= self.min_hours,
-                 f"{where}.max_hours", self.max_hours, f"an integer >= min_hours ({self.min_hours})")
+                 f"{where}.max_hours", self.max_hours,
+                 f"an integer >= min_hours ({self.min_hours})")
         _require(_is_number(self.guardrail_stop_probability)
                  and 0 <= self.guardrail_stop_probability < 0.5,
                  f"{where}.guardrail_stop_probability", self.guardrail_stop_probability,

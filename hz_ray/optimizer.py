@@ -111,7 +111,9 @@ class Optimizer:
             self.space.dim, scramble=True, seed=self.config.optimizer.seed)
         return engine.draw(self.config.optimizer.bucket_size, dtype=DTYPE)
 
-    def register_arm(self, arm_id: str, params: Mapping[str, float], hour: int | None = None) -> None:
+    def register_arm(
+        self, arm_id: str, params: Mapping[str, float], hour: int | None = None
+    ) -> None:
         """Record that an arm was launched with these weights (idempotent)."""
         if arm_id == CONTROL_ARM_ID:
             raise field_error(StateError, "arm_id", arm_id, "not the reserved control id")
@@ -214,7 +216,9 @@ class Optimizer:
         ]
 
     # -------------------------------------------------------------- suggest
-    def _fantasized(self, snapshot: PosteriorSnapshot, live_arms: Sequence[str]) -> PosteriorSnapshot:
+    def _fantasized(
+        self, snapshot: PosteriorSnapshot, live_arms: Sequence[str]
+    ) -> PosteriorSnapshot:
         """Add live arms that have no data yet as partial observations.
 
         A live arm without data will be observed soon; treating it as a

@@ -66,7 +66,9 @@ class Outcomes:
         slack = deltas @ self.constraint_matrix.T - self.constraint_bounds
         return torch.clamp(-slack, min=0).sum(dim=-1)
 
-    def gain_posterior(self, mean: torch.Tensor, var: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def gain_posterior(
+        self, mean: torch.Tensor, var: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and sd of the gain from per-metric means and variances.
 
         Args:

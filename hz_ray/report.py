@@ -1,0 +1,79 @@
+"""Human-readable progress lines, the end-of-run readout, and a progress plot."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from hz_ray.records import Recommendation
+from hz_ray.result import RunResult
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:+.2f}%"
+
+
+def progress_line(hour: int, live_arms: int, accepted: int, rejected: int,
+                  launched: int, stopped: int, rec: Recommendation) -> str:
+    """One line per job hour: traffic, arms and the current recommendation."""
+    pick = "control" if rec.is_control else rec.arm_id
+    return (f"hour {hour:3d} | live {live_arms:2d} | +{launched} launched, {stopped} stopped | "
+            f"{accepted:4d} deltas in, {rejected} rejected | best {pick:>9s} "
+            f"gain {_pct(rec.objective_mean)} (LCB {_pct(rec.objective_lcb)}, "
+            f"P(feasible) {rec.p_feasible:.2f})")
+
+
+def readout(result: RunResult, truth: Mapping[str, float] | None = None) -> str:
+    """The launch readout as text.
+
+    Args:
+        result: A finished run.
+        truth: Optional true deltas of the recommended weights (simulations
+            only), printed beside the posterior.
+    """
+    rec = result.recommendation
+    lines = ["", "=== hz-ray readout ==="]
+    if rec.is_control:
+        lines.append("No arm beats control with P(feasible) >= threshold: "
+                     "keep the production weights.")
+    else:
+        lines.append(f"Recommended arm: {rec.arm_id}")
+    lines.append("Weights: " + ", ".join(f"{k}={v:.4g}" for k, v in rec.params.items()))
+    lines.append(f"Objective gain: {_pct(rec.objective_mean)}  (95% LCB {_pct(rec.objective_lcb)})"
+                 f"   P(feasible) = {rec.p_feasible:.3f}")
+    lines.append(f"{'metric':<14}{'posterior':>12}{'sd':>10}{'arm data':>12}{'hours':>7}"
+                 + (f"{'truth':>10}" if truth else ""))
+    for metric, post in rec.metrics.items():
+        obs = rec.observed.get(metric)
+        row = f"{metric:<14}{_pct(post.mean):>12}{100 * post.sd:>9.2f}%"
+        row += f"{_pct(obs.mean):>12}{obs.hours:>7d}" if obs else f"{'-':>12}{'-':>7}"
+        if truth:
+            row += f"{_pct(truth.get(metric, float('nan'))):>10}"
+        lines.append(row)
+    lines.append(f"Arms run: {len(result.arms)}; records rejected (kept in the log): "
+                 f"{result.rejected}; event log: {result.log_path}")
+    return "\n".join(lines)
+
+
+def plot_progress(result: RunResult, path: str | Path) -> Path:
+    """Plot the recommended gain and its LCB by hour to a PNG (needs matplotlib)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    hours = [h for h, _ in result.recommendations]
+    gain = [100 * r.objective_mean for _, r in result.recommendations]
+    lcb = [100 * r.objective_lcb for _, r in result.recommendations]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.plot(hours, gain, label="recommended gain (posterior mean)")
+    ax.fill_between(hours, lcb, gain, alpha=0.25, label="to 95% LCB")
+    ax.axhline(0, color="gray", lw=0.8)
+    ax.set_xlabel("job hour")
+    ax.set_ylabel("objective delta vs control (%)")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

@@ -5,7 +5,13 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install clean benchmark-quality benchmark-system
+.PHONY: demo test lint install clean system-tools
+
+# A real Prometheus server is used by the telemetry test (Debian package).
+system-tools:
+	@command -v prometheus >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq prometheus >/dev/null; \
+	  else echo "note: install Debian's 'prometheus' package for the Prometheus scrape test"; fi; }
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,7 +24,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/hz-ray demo
 
-test: $(STAMP)
+test: $(STAMP) system-tools
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 

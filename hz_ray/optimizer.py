@@ -76,6 +76,87 @@ class ArmAssessment:
     p_feasible: float
 
 
+@dataclass(frozen=True)
+class DataView:
+    """An immutable copy of what the posterior is built from.
+
+    Taken under the caller's lock in microseconds-milliseconds, so a refit can
+    run outside it while new deltas keep arriving.
+
+    Attributes:
+        version: Ledger version when the view was taken.
+        arm_ids: Every registered arm, in registration order.
+        arm_params: Their weights.
+        arm_hours: Their distinct hours of data.
+        train_ids: Rows of ``X``: the control first, then arms with data on
+            every metric.
+        X: ``n x dim`` unit-cube points of the training rows.
+        Y: ``n x m`` aggregated deltas.
+        Yvar: ``n x m`` their variances (squared standard errors).
+    """
+
+    version: int
+    arm_ids: tuple[str, ...]
+    arm_params: tuple[Mapping[str, float], ...]
+    arm_hours: tuple[int, ...]
+    train_ids: tuple[str, ...]
+    X: torch.Tensor
+    Y: torch.Tensor
+    Yvar: torch.Tensor
+
+
+@dataclass(frozen=True)
+class SelectionPlan:
+    """The Thompson pick distribution of one snapshot (Algorithm 1's counts).
+
+    Attributes:
+        candidates: ``N x dim`` candidate points.
+        sources: Per candidate, ``"bucket"``, ``"arm"`` or ``"proposal"``.
+        counts: ``N`` pick counts over the K draws.
+        model_version: Ledger version of the snapshot.
+        seed: Seed the plan was drawn with.
+    """
+
+    candidates: torch.Tensor
+    sources: tuple[str, ...]
+    counts: torch.Tensor
+    model_version: int
+    seed: int
+
+    def choose(self, n: int, space: ParameterSpace, seed: int,
+               exclude: Sequence[int] = ()) -> list[tuple[int, Suggestion]]:
+        """Draw ``n`` candidates in proportion to their pick counts.
+
+        Args:
+            n: Number of arms.
+            space: Decodes candidates to weights.
+            seed: Seed of the draw.
+            exclude: Candidate indices already handed out under this plan;
+                they are skipped while other picked candidates remain.
+
+        Returns:
+            ``(candidate index, Suggestion)`` pairs.
+        """
+        counts = self.counts.clone()
+        if exclude:
+            remaining = counts.clone()
+            remaining[list(exclude)] = 0
+            if int((remaining > 0).sum()) >= n:
+                counts = remaining
+        total = float(self.counts.sum())
+        chosen = choose_by_counts(counts, n, seed=seed)
+        return [
+            (i, Suggestion(
+                params=space.decode(self.candidates[i]),
+                x=tuple(float(v) for v in self.candidates[i]),
+                pick_share=float(self.counts[i]) / total,
+                model_version=self.model_version,
+                source=self.sources[i],
+            ))
+            for i in chosen
+        ]
+
+
 def _derive_seed(*parts: object) -> int:
     digest = hashlib.sha256(repr(parts).encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 62) - 1)
@@ -101,8 +182,7 @@ class Optimizer:
         )
         self.bucket = self._initial_bucket()
         self._snapshot: PosteriorSnapshot | None = None
-        self._snapshot_arms: tuple[str, ...] = ()
-        self._snapshot_version = -1
+        self._view: DataView | None = None
 
     # ----------------------------------------------------------------- data
     def _initial_bucket(self) -> torch.Tensor:
@@ -137,63 +217,78 @@ class Optimizer:
         """Version of the ledger; bumps on every accepted record."""
         return self.ledger.version
 
-    @property
-    def snapshot_version(self) -> int:
-        """Ledger version of the latest posterior snapshot (-1 before any)."""
-        return self._snapshot_version
+    def view(self) -> DataView:
+        """Copy what the posterior is built from (cheap; take it under a lock).
 
-    @property
-    def is_stale(self) -> bool:
-        """True when data arrived after the latest snapshot."""
-        return self._snapshot_version != self.ledger.version
-
-    def training_data(self) -> tuple[tuple[str, ...], torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per-arm aggregates as GP training data, control first.
-
-        Returns:
-            ``(arm_ids, X, Y, Yvar)`` with ``X`` ``n x dim``, ``Y`` and ``Yvar``
-            ``n x m``. Arms enter once they have data on every metric.
+        Arms enter the training rows once they have data on every metric; the
+        control is always the first row, with delta 0 and a tiny variance.
         """
-        arm_ids = [CONTROL_ARM_ID]
+        arms = self.ledger.arms
+        arm_ids = tuple(arms)
+        train_ids = [CONTROL_ARM_ID]
         xs = [self.space.control_point()]
         control_var = self.config.optimizer.var_floor * CONTROL_VAR_FRACTION
         ys = [[0.0] * len(self.metrics)]
         yvars = [[control_var] * len(self.metrics)]
-        for arm_id, info in self.ledger.arms.items():
+        for arm_id, info in arms.items():
             estimates = self.ledger.estimates(arm_id)
             if any(m not in estimates for m in self.metrics):
                 continue
-            arm_ids.append(arm_id)
+            train_ids.append(arm_id)
             xs.append(self.space.encode(info.params))
             ys.append([estimates[m].mean for m in self.metrics])
             yvars.append([estimates[m].sem ** 2 for m in self.metrics])
-        return (tuple(arm_ids), torch.stack(xs), torch.tensor(ys, dtype=DTYPE),
-                torch.tensor(yvars, dtype=DTYPE))
+        return DataView(
+            version=self.ledger.version,
+            arm_ids=arm_ids,
+            arm_params=tuple(dict(arms[a].params) for a in arm_ids),
+            arm_hours=tuple(self.ledger.hours_observed(a) for a in arm_ids),
+            train_ids=tuple(train_ids),
+            X=torch.stack(xs),
+            Y=torch.tensor(ys, dtype=DTYPE),
+            Yvar=torch.tensor(yvars, dtype=DTYPE),
+        )
 
     # ------------------------------------------------------------ posterior
-    def refresh(self, force_refit: bool = False) -> PosteriorSnapshot:
-        """Rebuild the posterior snapshot from the ledger.
+    def refresh(
+        self, view: DataView | None = None, force_refit: bool = False
+    ) -> PosteriorSnapshot:
+        """Rebuild the posterior snapshot.
 
         Hyperparameters are refit by marginal likelihood only when the refit
         policy says so (or ``force_refit``); otherwise the GPs are re-conditioned
-        on the new aggregates under the stored hyperparameters.
+        on the new aggregates under the stored hyperparameters. Only this
+        method touches the surrogate, so a background thread may run it on a
+        ``view`` taken under a lock while ``observe`` goes on.
+
+        Args:
+            view: Data to build from; default a fresh :meth:`view`.
+            force_refit: Refit hyperparameters whatever the policy says.
 
         Returns:
             The new snapshot (also kept as the optimiser's current one).
         """
-        version = self.ledger.version
-        arm_ids, X, Y, Yvar = self.training_data()
-        self._snapshot = self.surrogate.update(X, Y, Yvar, force_refit=force_refit)
-        self._snapshot_arms = arm_ids
-        self._snapshot_version = version
-        return self._snapshot
+        view = self.view() if view is None else view
+        snapshot = self.surrogate.update(view.X, view.Y, view.Yvar, force_refit=force_refit)
+        self._snapshot, self._view = snapshot, view
+        return snapshot
 
     def snapshot(self) -> PosteriorSnapshot:
         """The latest snapshot; raises StateError before the first refresh."""
-        if self._snapshot is None:
+        if self._snapshot is None or self._view is None:
             raise StateError("The optimizer has no posterior yet.",
                              "Call refresh() after observe() and before suggest()/recommend().")
         return self._snapshot
+
+    @property
+    def snapshot_version(self) -> int:
+        """Ledger version of the latest posterior snapshot (-1 before any)."""
+        return -1 if self._view is None else self._view.version
+
+    @property
+    def is_stale(self) -> bool:
+        """True when data arrived after the latest snapshot."""
+        return self.snapshot_version != self.ledger.version
 
     def assess(self, arm_ids: Sequence[str] | None = None) -> list[ArmAssessment]:
         """Posterior gain and P(feasible) of registered arms (pooled through the GP).
@@ -206,18 +301,23 @@ class Optimizer:
         if not ids:
             return []
         X = self.space.encode_many([self.ledger.arms[a].params for a in ids])
+        return self._assess_points(snapshot, ids, X,
+                                   [self.ledger.hours_observed(a) for a in ids])
+
+    def _assess_points(self, snapshot: PosteriorSnapshot, ids: Sequence[str], X: torch.Tensor,
+                       hours: Sequence[int]) -> list[ArmAssessment]:
         mean, var = snapshot.mean_and_var(X)
         gain_mean, gain_sd = self.outcomes.gain_posterior(mean, var)
         p_feas = self.outcomes.p_feasible(mean, var)
         return [
-            ArmAssessment(a, self.ledger.hours_observed(a), float(gain_mean[i]),
-                          float(gain_sd[i]), float(p_feas[i]))
+            ArmAssessment(a, int(hours[i]), float(gain_mean[i]), float(gain_sd[i]),
+                          float(p_feas[i]))
             for i, a in enumerate(ids)
         ]
 
     # -------------------------------------------------------------- suggest
     def _fantasized(
-        self, snapshot: PosteriorSnapshot, live_arms: Sequence[str]
+        self, snapshot: PosteriorSnapshot, view: DataView, live_arms: Sequence[str]
     ) -> PosteriorSnapshot:
         """Add live arms that have no data yet as partial observations.
 
@@ -226,76 +326,104 @@ class Optimizer:
         after ``min_hours`` stops Thompson sampling from piling more arms onto
         the same spot (the kriging believer, with realistic noise).
         """
-        pending = [a for a in live_arms
-                   if a in self.ledger.arms and a not in self._snapshot_arms]
+        trained = set(view.train_ids)
+        index = {a: i for i, a in enumerate(view.arm_ids)}
+        pending = [a for a in live_arms if a in index and a not in trained]
         if not pending:
             return snapshot
-        X = self.space.encode_many([self.ledger.arms[a].params for a in pending])
+        X = self.space.encode_many([view.arm_params[index[a]] for a in pending])
         mean, _ = snapshot.mean_and_var(X)
-        var = self.config.optimizer.var_floor / self.config.arms.min_hours
-        return snapshot.condition(X, mean, torch.full_like(mean, var))
+        var = self._hourly_variance(view) / self.config.arms.min_hours
+        return snapshot.condition(X, mean, var.expand_as(mean).clone())
 
-    def _anchors(self) -> torch.Tensor:
+    def _hourly_variance(self, view: DataView) -> torch.Tensor:
+        """Typical variance of one hour's delta, per metric (``m``-vector).
+
+        The median over observed arms of ``sem^2 * hours``; ``var_floor``
+        before any arm has data.
+        """
+        index = {a: i for i, a in enumerate(view.arm_ids)}
+        rows = [r for r, a in enumerate(view.train_ids) if a in index]
+        floor = torch.full((len(self.metrics),), self.config.optimizer.var_floor, dtype=DTYPE)
+        if not rows:
+            return floor
+        hours = torch.tensor([view.arm_hours[index[view.train_ids[r]]] for r in rows],
+                             dtype=DTYPE).clamp_min(1)
+        per_hour = view.Yvar[rows] * hours.unsqueeze(-1)
+        return per_hour.median(dim=0).values
+
+    def _anchors(self, snapshot: PosteriorSnapshot, view: DataView, arm_X: torch.Tensor
+                 ) -> torch.Tensor:
         """Incumbent arms (best posterior gain, P(feasible) >= 0.5) plus the control."""
         points = [self.space.control_point()]
-        ranked = sorted((a for a in self.assess() if a.p_feasible >= 0.5 and a.hours > 0),
-                        key=lambda a: -a.gain_mean)
-        for a in ranked[:PROPOSAL_ANCHORS]:
-            points.append(self.space.encode(self.ledger.arms[a.arm_id].params))
+        if view.arm_ids:
+            views = self._assess_points(snapshot, view.arm_ids, arm_X, view.arm_hours)
+            ranked = sorted((i for i, a in enumerate(views)
+                             if a.p_feasible >= 0.5 and a.hours > 0),
+                            key=lambda i: -views[i].gain_mean)
+            points += [arm_X[i] for i in ranked[:PROPOSAL_ANCHORS]]
         return torch.stack(points)
 
-    def suggest(self, n: int, live_arms: Sequence[str] = (), salt: int = 0) -> list[Suggestion]:
-        """Draw ``n`` arms to launch by constrained Thompson sampling.
+    def plan(self, live_arms: Sequence[str] = (), salt: int = 0) -> SelectionPlan:
+        """Run Algorithm 1 (with Algorithm 3's proposals) on the latest snapshot.
 
-        Algorithm 1 over the candidates (initial bucket, every arm launched so
-        far, and, with probability ``proposal_probability``, GP-scored
-        proposals of Algorithm 3): K joint posterior draws, per draw the
-        feasible argmax of the gain (else the least violation); ``n`` distinct
-        picks sampled in proportion to their counts. Does not change state.
+        The candidates are the initial bucket, every arm launched so far and,
+        with probability ``proposal_probability``, GP-scored proposals around
+        the incumbents and globally. K joint posterior draws give, per draw,
+        the feasible argmax of the gain (else the least violation); the pick
+        counts estimate each candidate's probability of being the best
+        feasible one. Reads only the snapshot's :class:`DataView`, never the
+        live ledger, and does not change state.
 
         Args:
-            n: Number of arms, >= 1.
             live_arms: Arms live now; those without data count as partly
                 observed.
-            salt: Extra entropy for callers that suggest several times on the
-                same data (e.g. one per slot).
-
-        Returns:
-            ``n`` suggestions (fewer distinct ones repeat the most-picked).
+            salt: Extra entropy for callers that plan several times on the
+                same data.
         """
-        if n < 1:
-            raise field_error(StateError, "n", n, "an integer >= 1")
+        snapshot, view = self.snapshot(), self._view
+        assert view is not None  # narrowed by snapshot()
         opt = self.config.optimizer
-        snapshot = self._fantasized(self.snapshot(), live_arms)
-        seed = _derive_seed(opt.seed, self._snapshot_version, len(self.ledger.arms), n, salt)
+        snapshot = self._fantasized(snapshot, view, live_arms)
+        seed = _derive_seed(opt.seed, view.version, len(view.arm_ids), tuple(live_arms), salt)
         rng = random.Random(seed)
-        arm_X = self.space.encode_many([info.params for info in self.ledger.arms.values()])
+        arm_X = self.space.encode_many(view.arm_params)
         sources = ["bucket"] * self.bucket.shape[0] + ["arm"] * arm_X.shape[0]
         candidates = torch.cat([self.bucket, arm_X])
         if opt.proposal_probability > 0 and rng.random() < opt.proposal_probability:
             proposals = propose_candidates(
-                snapshot, candidates, self._anchors(), self.outcomes.objective_weights,
-                self.outcomes.constraint_matrix, self.outcomes.constraint_bounds,
-                num_proposals=opt.proposals, num_draws=opt.proposal_draws,
-                max_added=opt.max_proposals_added, local_scale=opt.local_scale,
-                seed=rng.getrandbits(62))
+                snapshot, candidates, self._anchors(snapshot, view, arm_X),
+                self.outcomes.objective_weights, self.outcomes.constraint_matrix,
+                self.outcomes.constraint_bounds, num_proposals=opt.proposals,
+                num_draws=opt.proposal_draws, max_added=opt.max_proposals_added,
+                local_scale=opt.local_scale, seed=rng.getrandbits(62))
             candidates = torch.cat([candidates, proposals])
             sources += ["proposal"] * proposals.shape[0]
         draws = snapshot.sample(candidates, opt.thompson_draws, seed=rng.getrandbits(62))
         counts = pick_counts(draws, self.outcomes.objective_weights,
                              self.outcomes.constraint_matrix, self.outcomes.constraint_bounds)
-        chosen = choose_by_counts(counts, n, seed=rng.getrandbits(62))
-        total = float(counts.sum())
-        return [
-            Suggestion(
-                params=self.space.decode(candidates[i]),
-                x=tuple(float(v) for v in candidates[i]),
-                pick_share=float(counts[i]) / total,
-                model_version=self._snapshot_version,
-                source=sources[i],
-            )
-            for i in chosen
-        ]
+        return SelectionPlan(candidates, tuple(sources), counts, view.version, seed)
+
+    def suggest(self, n: int, live_arms: Sequence[str] = (), salt: int = 0) -> list[Suggestion]:
+        """Draw ``n`` arms to launch by constrained Thompson sampling.
+
+        :meth:`plan` then ``n`` distinct picks sampled in proportion to their
+        counts (traffic in proportion to Thompson picks). Does not change state.
+
+        Args:
+            n: Number of arms, >= 1.
+            live_arms: Arms live now; those without data count as partly
+                observed.
+            salt: Extra entropy, e.g. the job hour.
+
+        Returns:
+            ``n`` suggestions (when fewer candidates were picked, the most
+            picked repeat).
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise field_error(StateError, "n", n, "an integer >= 1")
+        plan = self.plan(live_arms, salt)
+        return [s for _, s in plan.choose(n, self.space, seed=plan.seed + 1)]
 
     # ------------------------------------------------------------ recommend
     def recommend(self) -> Recommendation:

@@ -1,0 +1,243 @@
+"""Wire records between arm workers, the posterior actor and the driver.
+
+Plain frozen dataclasses of builtins and :mod:`hz_ray.records` types, so they
+pickle cheaply and this module imports no torch (arm workers import it).
+
+Every request a worker sends is idempotent, so Ray task retries and the
+worker's own retry loop are safe:
+
+- :class:`Report` is keyed by its deltas' ``(arm_id, metric, hour)``;
+- a sample request is keyed by ``(slot, seq)``, which names the arm
+  (:func:`arm_id_for`);
+- a retirement is keyed by the arm id.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from hz_ray.errors import InputDataError, field_error
+from hz_ray.records import HourlyDelta, Recommendation
+
+ARM_ID_RE = re.compile(r"^s(\d{2,})-(\d{4,})$")
+STOP_BACKEND_ERROR = "backend_error"
+STOP_LAUNCH_FAILED = "launch_failed"
+
+
+def arm_id_for(slot: int, seq: int) -> str:
+    """The id of the ``seq``-th arm (0-based) run in ``slot``, e.g. ``"s03-0002"``.
+
+    Args:
+        slot: Arm slot index, >= 0.
+        seq: Per-slot arm counter, >= 0.
+
+    Returns:
+        The arm id; sorting ids groups them by slot, then launch order.
+    """
+    for name, value in (("slot", slot), ("seq", seq)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise field_error(InputDataError, name, value, "an integer >= 0")
+    return f"s{slot:02d}-{seq:04d}"
+
+
+def parse_arm_id(arm_id: str) -> tuple[int, int] | None:
+    """Return ``(slot, seq)`` of an id made by :func:`arm_id_for`, else ``None``."""
+    match = ARM_ID_RE.match(arm_id) if isinstance(arm_id, str) else None
+    return None if match is None else (int(match.group(1)), int(match.group(2)))
+
+
+@dataclass(frozen=True)
+class FeedRejectionRecord:
+    """A fetched reading that could not become a delta (quarantined centrally).
+
+    Attributes:
+        payload: JSON-able view of the raw reading.
+        reason: Why it was rejected.
+    """
+
+    payload: Mapping[str, object]
+    reason: str
+
+
+@dataclass(frozen=True)
+class Report:
+    """One batch of hourly deltas from one slot.
+
+    Attributes:
+        slot: The reporting slot.
+        hour: The worker's current job hour (for telemetry).
+        arm_id: The slot's live arm, whose assessment the ack carries, or
+            ``None`` between arms.
+        deltas: New hourly deltas of the slot's arms (live or draining).
+        rejections: Readings the worker could not turn into deltas.
+    """
+
+    slot: int
+    hour: int
+    arm_id: str | None = None
+    deltas: tuple[HourlyDelta, ...] = ()
+    rejections: tuple[FeedRejectionRecord, ...] = ()
+
+
+@dataclass(frozen=True)
+class ReportAck:
+    """The central actor's answer to a :class:`Report`; sent after the log is durable.
+
+    Attributes:
+        accepted: Deltas newly accepted.
+        duplicates: Deltas already held with the same values (retries).
+        rejected: Deltas and readings rejected (quarantined in the log).
+        data_version: Ledger version after the batch.
+        p_feasible: Posterior P(all constraints hold) of ``Report.arm_id`` in
+            the newest posterior snapshot, or ``None`` when not yet assessed.
+        assessed_version: Data version of that snapshot (-1 if none).
+        incarnation: Id of this life of the central actor (changes on restart).
+    """
+
+    accepted: int
+    duplicates: int
+    rejected: int
+    data_version: int
+    p_feasible: float | None = None
+    assessed_version: int = -1
+    incarnation: str = ""
+
+
+@dataclass(frozen=True)
+class SampleReply:
+    """An arm to launch, drawn by constrained Thompson sampling.
+
+    Attributes:
+        arm_id: Its id (from the request's slot and seq).
+        params: Its weights by name.
+        model_version: Ledger version of the posterior it was drawn from.
+        source: ``"bucket"``, ``"arm"`` or ``"proposal"``.
+        launched_hour: Job hour the arm was registered at.
+    """
+
+    arm_id: str
+    params: Mapping[str, float]
+    model_version: int
+    source: str
+    launched_hour: int
+
+
+@dataclass(frozen=True)
+class ArmRecord:
+    """The central actor's record of one arm (enough for a worker to resume it).
+
+    Attributes:
+        arm_id: Its id.
+        slot: Its slot.
+        seq: Its per-slot counter.
+        params: Its weights.
+        launched_hour: Job hour it was registered (launched) at.
+        stopped_hour: Job hour it was retired at, or ``None`` while live.
+        stop_reason: Why it was retired, or ``None``.
+    """
+
+    arm_id: str
+    slot: int
+    seq: int
+    params: Mapping[str, float]
+    launched_hour: int
+    stopped_hour: int | None = None
+    stop_reason: str | None = None
+
+    @property
+    def live(self) -> bool:
+        """True until the arm is retired."""
+        return self.stop_reason is None
+
+
+@dataclass(frozen=True)
+class SlotState:
+    """What a (re)starting worker needs to continue its slot.
+
+    Attributes:
+        slot: The slot.
+        next_seq: Counter of the slot's next arm.
+        arms: Every arm the slot ran, in launch order (the live one last).
+    """
+
+    slot: int
+    next_seq: int
+    arms: tuple[ArmRecord, ...] = ()
+
+    @property
+    def live(self) -> ArmRecord | None:
+        """The slot's live arm, if any."""
+        live = [a for a in self.arms if a.live]
+        return live[-1] if live else None
+
+
+@dataclass(frozen=True)
+class HourSummary:
+    """One job hour as seen by the central actor (the driver's progress line).
+
+    Attributes:
+        hour: The job hour.
+        live_arms: Arms live now.
+        accepted: Deltas accepted while the hour was current.
+        rejected: Records rejected while the hour was current.
+        launched: Arms launched in the hour.
+        stopped: ``(arm_id, reason)`` of arms stopped in the hour.
+        recommendation: The newest launch readout.
+        data_version: Ledger version now.
+        posterior_version: Data version of the newest posterior snapshot.
+    """
+
+    hour: int
+    live_arms: int
+    accepted: int
+    rejected: int
+    launched: tuple[str, ...]
+    stopped: tuple[tuple[str, str], ...]
+    recommendation: Recommendation
+    data_version: int
+    posterior_version: int
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """A snapshot of the central actor for tools and tests.
+
+    Attributes:
+        job: Job name.
+        incarnation: Id of this life of the actor (changes on restart).
+        pid: Its process id.
+        restored: Whether this life rebuilt state from a checkpoint and the log.
+        data_version: Ledger version.
+        posterior_version: Data version of the newest posterior snapshot.
+        num_records: Accepted hourly deltas.
+        arms: Registered arms.
+        live_arms: Arms live now.
+        rejected: Records rejected so far (all lives).
+        refreshes: Posterior rebuilds in this life.
+        refits: Hyperparameter refits in this life.
+        last_refresh_s: Wall seconds of the newest rebuild (refresh + plan).
+        refresh_errors: Background rebuilds that failed in this life.
+        log_seq: Last event sequence number in the log.
+        metrics_url: Where Prometheus metrics are served, or ``None``.
+        extra: Free-form counters.
+    """
+
+    job: str
+    incarnation: str
+    pid: int
+    restored: bool
+    data_version: int
+    posterior_version: int
+    num_records: int
+    arms: int
+    live_arms: int
+    rejected: int
+    refreshes: int
+    refits: int
+    last_refresh_s: float | None
+    refresh_errors: int
+    log_seq: int
+    metrics_url: str | None = None
+    extra: Mapping[str, float] = field(default_factory=dict)

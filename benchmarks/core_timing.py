@@ -1,0 +1,141 @@
+"""Timing of the GP core: hyperparameter refits and one Thompson selection.
+
+Measures, with the median over ``--repeats`` runs:
+
+- GP refit: ``Surrogate.update(..., force_refit=True)`` for ``--metrics`` metrics in ``--dim``
+  dimensions at each of ``--fit-sizes`` training-set sizes;
+- one Thompson selection, ``PosteriorSnapshot.sample`` + ``pick_counts``, with ``--draws``
+  draws over each of ``--candidates`` candidate-set sizes, for exact and pathwise draws (the
+  smaller sizes locate the crossover behind ``EXACT_SAMPLE_LIMIT``).
+
+Usage::
+
+    .venv/bin/python benchmarks/core_timing.py [--repeats 3] [--out benchmarks/out/core_timing.json]
+
+Prints a table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from hz_ray.surrogate import DTYPE, EXACT_SAMPLE_LIMIT, PATHWISE_NUM_FEATURES, Surrogate
+from hz_ray.thompson import pick_counts
+
+
+def synthetic_data(n: int, dim: int, metrics: int, seed: int):
+    """Smooth lift surfaces of a few % with heteroskedastic noise, in the unit cube."""
+    gen = torch.Generator().manual_seed(seed)
+    X = torch.rand(n, dim, generator=gen, dtype=DTYPE)
+    freq = 1.0 + 2.0 * torch.rand(metrics, dim, generator=gen, dtype=DTYPE)
+    phase = 2.0 * math.pi * torch.rand(metrics, dim, generator=gen, dtype=DTYPE)
+    f = 0.02 * torch.sin(X.unsqueeze(1) * freq + phase).mean(-1)  # n x m
+    sd = 0.002 + 0.006 * torch.rand(n, metrics, generator=gen, dtype=DTYPE)
+    Y = f + sd * torch.randn(n, metrics, generator=gen, dtype=DTYPE)
+    return X, Y, sd**2
+
+
+def median_time(fn, repeats: int) -> tuple[float, list[float]]:
+    times = []
+    for r in range(repeats):
+        start = time.perf_counter()
+        fn(r)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), times
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--dim", type=int, default=8)
+    parser.add_argument("--metrics", type=int, default=4)
+    parser.add_argument("--fit-sizes", type=int, nargs="+", default=[100, 500])
+    parser.add_argument("--train-points", type=int, default=100,
+                        help="training points of the posterior used for selection timing")
+    parser.add_argument("--draws", type=int, default=1000)
+    parser.add_argument("--candidates", type=int, nargs="+",
+                        default=[256, 512, 1024, 2048, 4096])
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/out/core_timing.json"))
+    args = parser.parse_args(argv)
+
+    metric_names = [f"m{j}" for j in range(args.metrics)]
+    rows = []
+
+    for n in args.fit_sizes:
+        X, Y, Yvar = synthetic_data(n, args.dim, args.metrics, seed=n)
+
+        def refit(r, X=X, Y=Y, Yvar=Yvar):
+            Surrogate(metric_names, args.dim).update(X, Y, Yvar, force_refit=True)
+
+        med, times = median_time(refit, args.repeats)
+        rows.append({"task": "gp_refit", "n_train": n, "metrics": args.metrics, "dim": args.dim,
+                     "median_s": med, "times_s": times})
+        print(f"gp_refit  n_train={n:5d}  {args.metrics} metrics, d={args.dim}: "
+              f"median {med:8.3f} s", flush=True)
+
+    X, Y, Yvar = synthetic_data(args.train_points, args.dim, args.metrics, seed=1)
+    snapshot = Surrogate(metric_names, args.dim).update(X, Y, Yvar)
+    w = torch.zeros(args.metrics, dtype=DTYPE)
+    w[0] = 1.0
+    G = torch.eye(args.metrics, dtype=DTYPE)[1:]
+    b = torch.full((args.metrics - 1,), -0.01, dtype=DTYPE)
+    for N in args.candidates:
+        cands = torch.rand(N, args.dim, generator=torch.Generator().manual_seed(N), dtype=DTYPE)
+        for method in ("exact", "pathwise"):
+            split = {"sample": [], "pick": []}
+
+            def select(r, cands=cands, method=method, split=split):
+                t0 = time.perf_counter()
+                draws = snapshot.sample(cands, args.draws, seed=r, method=method)
+                t1 = time.perf_counter()
+                pick_counts(draws, w, G, b)
+                split["sample"].append(t1 - t0)
+                split["pick"].append(time.perf_counter() - t1)
+
+            med, times = median_time(select, args.repeats)
+            rows.append({"task": "thompson_select", "method": method, "candidates": N,
+                         "draws": args.draws, "n_train": args.train_points,
+                         "metrics": args.metrics, "dim": args.dim, "median_s": med,
+                         "times_s": times,
+                         "median_sample_s": statistics.median(split["sample"]),
+                         "median_pick_s": statistics.median(split["pick"])})
+            print(f"select    N={N:5d}  K={args.draws}  {method:8s}: median {med:8.3f} s "
+                  f"(sample {statistics.median(split['sample']):.3f}, "
+                  f"pick {statistics.median(split['pick']):.3f})", flush=True)
+
+    env = {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "exact_sample_limit": EXACT_SAMPLE_LIMIT,
+        "pathwise_num_features": PATHWISE_NUM_FEATURES,
+        "repeats": args.repeats,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"environment": env, "results": rows}, indent=2) + "\n")
+
+    print()
+    print(f"{'task':16s} {'method':9s} {'n_train':>7s} {'N':>6s} {'K':>5s} {'median s':>9s}")
+    for row in rows:
+        print(f"{row['task']:16s} {row.get('method', '-'):9s} {row['n_train']:7d} "
+              f"{row.get('candidates', '-')!s:>6s} {row.get('draws', '-')!s:>5s} "
+              f"{row['median_s']:9.3f}")
+    print(f"\n{env['torch_threads']} torch threads, {env['cpu_count']} CPUs; wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

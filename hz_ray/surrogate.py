@@ -1,0 +1,930 @@
+r"""One Gaussian process per metric delta, with a refit policy and immutable snapshots.
+
+The tuner models every metric delta :math:`\Delta X_j(\theta)` (a relative lift against the
+control arm, e.g. ``0.01`` for +1%) as an independent GP over the unit cube ``[0, 1]^d`` in which
+the optimizer encodes the parameters. Each arm contributes one training point: its aggregated
+delta and the known variance of that aggregate (``Yvar``), which differs from arm to arm
+(heteroskedastic), so every GP is a BoTorch :class:`~botorch.models.SingleTaskGP` with fixed
+per-point noise (``train_Yvar``).
+
+Three layers:
+
+- :func:`fit_metric_gp` builds one GP, either fitting its hyperparameters by marginal likelihood
+  or loading given ones (cheap conditioning, no optimisation).
+- :class:`PosteriorSnapshot` is an immutable view of the posterior of all metrics at one moment:
+  posterior means and variances, joint Thompson draws (exact or pathwise), and conditioning on
+  extra (fantasy) observations.
+- :class:`Surrogate` holds the per-metric hyperparameters between rounds, decides by a
+  :class:`RefitPolicy` when to refit them, and serialises to a JSON-safe dict.
+
+All tensors are ``torch.float64``. Nothing here changes global torch settings or consumes the
+global random number generator (seeded draws use their own ``torch.Generator`` or run inside
+``torch.random.fork_rng``).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import torch
+from botorch.fit import fit_gpytorch_mll
+from botorch.models import SingleTaskGP
+from botorch.models.transforms.outcome import Standardize
+from botorch.models.utils.gpytorch_modules import get_covar_module_with_dim_scaled_prior
+from botorch.sampling.pathwise import draw_kernel_feature_paths, draw_matheron_paths
+from gpytorch.kernels import ScaleKernel
+from gpytorch.mlls import ExactMarginalLogLikelihood
+from gpytorch.priors import LogNormalPrior
+from torch import Tensor
+
+from hz_ray.errors import ConfigError, InputDataError, StateError, field_error
+
+__all__ = [
+    "DEFAULT_PRIOR_SD",
+    "DTYPE",
+    "EXACT_SAMPLE_LIMIT",
+    "PATHWISE_NUM_FEATURES",
+    "SCHEMA_VERSION",
+    "PosteriorSnapshot",
+    "RefitPolicy",
+    "Surrogate",
+    "fit_metric_gp",
+    "prior_hyperparameters",
+]
+
+_LOG = logging.getLogger(__name__)
+
+DTYPE = torch.float64
+"""The dtype of all GP math."""
+
+DEFAULT_PRIOR_SD = 0.02
+"""Prior standard deviation of a metric delta before any data (a relative lift of 2%)."""
+
+EXACT_SAMPLE_LIMIT = 1024
+"""Largest number of points at which :meth:`PosteriorSnapshot.sample` draws exactly.
+
+Chosen by measurement (``benchmarks/core_timing.py``, 2 CPU cores, K = 1000 draws): exact
+Cholesky draws beat Matheron paths up to about a thousand points and lose above it, where the
+``O(N^3)`` factorisation and the ``O(K N^2)`` product dominate the ``O(K N F)`` cost of paths.
+"""
+
+PATHWISE_NUM_FEATURES = 1024
+"""Random Fourier features of the prior in pathwise (Matheron) draws (BoTorch's default)."""
+
+SCHEMA_VERSION = 1
+"""Version of the layout written by :meth:`Surrogate.state_dict`."""
+
+# A scale estimate counts the prior scale as this many pseudo-observations (see
+# _standardization_stats): it decides the scale at n = 1 and tempers it at n = 2.
+_SCALE_PSEUDO_POINTS = 2.0
+# Known noise variances are floored at this fraction of scale**2 (noise sd >= 0.1% of the
+# outcome scale), so that noise-free duplicates keep the kernel matrix positive definite.
+_MIN_NOISE_REL = 1e-6
+# The "no data" snapshot is the GP conditioned on one pseudo-observation at zero whose noise
+# variance is this many times the prior variance: its posterior is the prior to 1e-12.
+_PSEUDO_NOISE_REL = 1e12
+# Fixed seed of the random restarts inside fit_gpytorch_mll (they sample from the priors).
+_FIT_SEED = 0
+# Keys of the outcome-transform state that belong to the hyperparameters.
+_TRANSFORM_KEYS = ("outcome_transform.means", "outcome_transform.stdvs",
+                   "outcome_transform._stdvs_sq")
+
+Hyperparameters = dict[str, Tensor]
+"""Hyperparameters of one metric's GP: raw parameter tensors keyed by state-dict name, plus the
+outcome standardisation (``outcome_transform.means`` / ``stdvs`` / ``_stdvs_sq``)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Validation helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _as_tensor(name: str, value: Any, ndim: int) -> Tensor:
+    try:
+        t = torch.as_tensor(value, dtype=DTYPE)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise field_error(InputDataError, name, type(value).__name__,
+                          "a real-valued tensor", str(exc)) from exc
+    if t.dim() != ndim:
+        raise field_error(InputDataError, f"{name}.shape", tuple(t.shape),
+                          f"a {ndim}-dim tensor", "Check the layout documented in the docstring.")
+    if not torch.isfinite(t).all():
+        bad = int((~torch.isfinite(t)).nonzero()[0, 0])
+        raise field_error(InputDataError, name, f"non-finite entry at row {bad}",
+                          "finite everywhere", "Drop or repair NaN/inf before modelling.")
+    return t
+
+
+def _check_points(name: str, X: Any, dim: int | None = None) -> Tensor:
+    """Validate points in the unit cube; returns an ``n x d`` float64 tensor."""
+    X = _as_tensor(name, X, 2)
+    if dim is not None and X.shape[-1] != dim:
+        raise field_error(InputDataError, f"{name}.shape[-1]", X.shape[-1], f"equal to dim={dim}",
+                          "Encode parameters into the unit cube of the search space first.")
+    if X.numel() and (X.min() < 0.0 or X.max() > 1.0):
+        raise field_error(InputDataError, name, f"range [{float(X.min())}, {float(X.max())}]",
+                          "inside the unit cube [0, 1]^d",
+                          "Encode parameters with the search space before modelling.")
+    return X
+
+
+def _check_observations(
+    X: Any, Y: Any, Yvar: Any, dim: int | None, num_metrics: int | None, prefix: str = ""
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Validate ``X`` (``n x d``), ``Y`` and ``Yvar`` (``n x m``)."""
+    X = _check_points(f"{prefix}X", X, dim)
+    Y = _as_tensor(f"{prefix}Y", Y, 2)
+    Yvar = _as_tensor(f"{prefix}Yvar", Yvar, 2)
+    n = X.shape[0]
+    for name, t in ((f"{prefix}Y", Y), (f"{prefix}Yvar", Yvar)):
+        expected = (n, num_metrics if num_metrics is not None else Y.shape[1])
+        if tuple(t.shape) != expected:
+            raise field_error(InputDataError, f"{name}.shape", tuple(t.shape), f"{expected}",
+                              "Give one row per point of X and one column per metric.")
+    if (Yvar < 0).any():
+        raise field_error(InputDataError, f"{prefix}Yvar", float(Yvar.min()), "a variance >= 0",
+                          "Pass the variance of each aggregated delta, not a standard error.")
+    return X, Y, Yvar
+
+
+def _check_prior_sd(prior_sd: float) -> float:
+    if isinstance(prior_sd, bool) or not isinstance(prior_sd, (int, float)) or not (
+        math.isfinite(prior_sd) and prior_sd > 0
+    ):
+        raise field_error(ConfigError, "prior_sd", prior_sd, "a finite number > 0",
+                          "Use the typical size of a metric delta, e.g. 0.02 for 2%.")
+    return float(prior_sd)
+
+
+# --------------------------------------------------------------------------------------------
+# Model construction
+# --------------------------------------------------------------------------------------------
+
+
+class _FrozenStandardize(Standardize):
+    r"""``Standardize(m=1)`` whose centre and scale are given, never re-estimated.
+
+    BoTorch's ``Standardize`` estimates its statistics from the training targets whenever the
+    model is built. We fix them instead, for two reasons: (1) its estimate breaks down at small
+    ``n`` (one point gives scale 1.0, i.e. a prior sd of 100% on a lift; two equal points give
+    the same), and (2) the centre and scale are really part of the hyperparameters: the
+    kernel's outputscale is expressed in units of the scale, so cheap conditioning with stored
+    hyperparameters must reuse the stored statistics to mean the same prior.
+    """
+
+    def __init__(self, means: Tensor, stdvs: Tensor, stdvs_sq: Tensor | None = None) -> None:
+        super().__init__(m=1)
+        self.means = means.detach().clone().to(DTYPE).reshape(1, 1)
+        self.stdvs = stdvs.detach().clone().to(DTYPE).reshape(1, 1)
+        self._stdvs_sq = (self.stdvs.pow(2) if stdvs_sq is None
+                          else stdvs_sq.detach().clone().to(DTYPE).reshape(1, 1))
+        self._is_trained = torch.tensor(True)
+
+    def forward(
+        self, Y: Tensor, Yvar: Tensor | None = None, X: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """Standardise with the fixed statistics, in train and eval mode alike."""
+        Y_tf = (Y - self.means) / self.stdvs
+        Yvar_tf = Yvar / self._stdvs_sq if Yvar is not None else None
+        return Y_tf, Yvar_tf
+
+
+def _standardization_stats(y: Tensor, yvar: Tensor, prior_sd: float) -> tuple[Tensor, Tensor]:
+    r"""Centre and scale of one metric's training targets, robust at small ``n``.
+
+    Points are weighted by their marginal precision under the prior,
+    ``w_i = 1 / (prior_sd^2 + yvar_i)``, so that a point whose noise swamps any plausible
+    signal barely moves the statistics. The centre is the weighted mean. The scale is a
+    shrinkage estimate that counts the prior scale as ``_SCALE_PSEUDO_POINTS`` observations,
+    ``s^2 = (k prior_sd^2 + SS) / (k + n_eff - 1)``, with ``SS`` the weighted sum of squares
+    and ``n_eff`` Kish's effective sample size: ``s = prior_sd`` at ``n = 1`` and ``s`` tends
+    to the (weighted) sample standard deviation as ``n`` grows.
+
+    Args:
+        y: ``n``-dim targets (metric deltas), ``n >= 1``.
+        yvar: ``n``-dim known noise variances.
+        prior_sd: Prior standard deviation of a delta.
+
+    Returns:
+        ``(centre, scale)``, two 0-dim float64 tensors in the units of ``y``.
+    """
+    w = 1.0 / (prior_sd**2 + yvar)
+    sw = w.sum()
+    centre = (w * y).sum() / sw
+    n_eff = sw**2 / (w**2).sum()
+    ss = n_eff * (w * (y - centre) ** 2).sum() / sw
+    k = _SCALE_PSEUDO_POINTS
+    var = (k * prior_sd**2 + ss) / (k + n_eff - 1.0)
+    return centre, var.sqrt()
+
+
+def _make_covar_module(dim: int) -> ScaleKernel:
+    r"""Matern-5/2 ARD kernel with BoTorch's dimension-scaled lengthscale prior, scaled.
+
+    - Matern-5/2: lift surfaces over value-model weights are smooth but not analytic; the
+      twice-differentiable Matern is the standard choice for A/B-test BO (Letham et al. 2019,
+      Ax) and is less over-confident between points than RBF.
+    - Lengthscale prior ``LogNormal(sqrt(2) + log(d)/2, sqrt(3))`` (Hvarfner et al. 2024,
+      BoTorch's current default), constrained ``>= 0.025``, initialised at the prior mode.
+    - ``ScaleKernel`` with a ``LogNormal(1, 1)`` outputscale prior (mode 1 in standardised
+      units, so that with no information the MAP signal sd equals the outcome scale, and the
+      ``n = 0`` prior sd equals ``prior_sd``), initialised at 1. BoTorch's default omits the
+      outputscale because ``Standardize`` sets the signal variance to one, but with large known
+      heteroskedastic noise the spread of the targets is mostly noise, and a fitted
+      outputscale lets the marginal likelihood separate signal from noise.
+    """
+    base = get_covar_module_with_dim_scaled_prior(ard_num_dims=dim, use_rbf_kernel=False)
+    covar = ScaleKernel(base, outputscale_prior=LogNormalPrior(loc=1.0, scale=1.0))
+    covar.outputscale = 1.0
+    return covar
+
+
+def _build_model(X: Tensor, y: Tensor, yvar: Tensor, transform: _FrozenStandardize) -> SingleTaskGP:
+    floor = _MIN_NOISE_REL * transform._stdvs_sq.reshape(())
+    model = SingleTaskGP(
+        train_X=X,
+        train_Y=y.unsqueeze(-1),
+        train_Yvar=yvar.clamp_min(floor).unsqueeze(-1),
+        covar_module=_make_covar_module(X.shape[-1]),
+        outcome_transform=transform,
+    )
+    model.mean_module.constant = 0.0
+    return model.to(DTYPE)
+
+
+def _hyperparameter_keys(model: SingleTaskGP) -> list[str]:
+    return [name for name, _ in model.named_parameters()] + list(_TRANSFORM_KEYS)
+
+
+def _extract_hyperparameters(model: SingleTaskGP) -> Hyperparameters:
+    state = model.state_dict()
+    return {key: state[key].detach().clone() for key in _hyperparameter_keys(model)}
+
+
+def _load_hyperparameters(model: SingleTaskGP, hyperparameters: Mapping[str, Tensor]) -> None:
+    state = model.state_dict()
+    for key, value in hyperparameters.items():
+        state[key] = value
+    model.load_state_dict(state)
+
+
+def _check_hyperparameters(hyperparameters: Mapping[str, Any], dim: int) -> Hyperparameters:
+    """Check keys and shapes against a template model; returns float64 tensors."""
+    template = prior_hyperparameters(dim)
+    if set(hyperparameters) != set(template):
+        raise StateError(
+            f"hyperparameters have keys {sorted(hyperparameters)}; expected {sorted(template)}.",
+            "Pass the dict produced by a previous fit of the same dimension, or None to refit.",
+        )
+    out: Hyperparameters = {}
+    for key, ref in template.items():
+        value = torch.as_tensor(hyperparameters[key], dtype=DTYPE)
+        if value.shape != ref.shape or not torch.isfinite(value).all():
+            raise StateError(
+                f"hyperparameter {key!r} has shape {tuple(value.shape)} (finite: "
+                f"{bool(torch.isfinite(value).all())}); expected finite values of shape "
+                f"{tuple(ref.shape)}.",
+                "The stored hyperparameters belong to a different search space; refit instead.",
+            )
+        out[key] = value
+    return out
+
+
+def prior_hyperparameters(dim: int, prior_sd: float = DEFAULT_PRIOR_SD) -> Hyperparameters:
+    r"""Hyperparameters of the GP prior before any data.
+
+    Centre 0 and scale ``prior_sd`` (so the prior of a delta is ``N(0, prior_sd^2)`` at every
+    point), outputscale 1 (the prior mode), lengthscales at the prior mode
+    (``0.2 sqrt(d)`` in unit-cube units), constant mean 0. These are also the fallback when a
+    marginal-likelihood fit fails.
+
+    Args:
+        dim: Dimension ``d`` of the unit cube.
+        prior_sd: Prior standard deviation of a delta.
+
+    Returns:
+        A :data:`Hyperparameters` dict.
+    """
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise field_error(ConfigError, "dim", dim, "an integer >= 1")
+    prior_sd = _check_prior_sd(prior_sd)
+    transform = _FrozenStandardize(torch.zeros((), dtype=DTYPE),
+                                   torch.tensor(prior_sd, dtype=DTYPE))
+    X = torch.full((1, dim), 0.5, dtype=DTYPE)
+    y = torch.zeros(1, dtype=DTYPE)
+    model = _build_model(X, y, torch.ones(1, dtype=DTYPE), transform)
+    return _extract_hyperparameters(model)
+
+
+def _fit_in_place(model: SingleTaskGP) -> bool:
+    """Fit by marginal likelihood (MAP under the priors); on any failure restore the start.
+
+    Returns:
+        True when the fit succeeded and gave finite hyperparameters.
+    """
+    start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    mll = ExactMarginalLogLikelihood(model.likelihood, model)
+    ok = False
+    try:
+        # fit_gpytorch_mll resamples hyperparameters from the priors on a failed attempt, using
+        # the global RNG: fork it and seed it so that fits are deterministic and side-effect free.
+        with torch.random.fork_rng(devices=[]), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.manual_seed(_FIT_SEED)
+            fit_gpytorch_mll(mll)
+        for w in caught:
+            _LOG.debug("GP fit warning: %s", w.message)
+        ok = all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    except Exception as exc:  # never crash the tuner on a bad fit; fall back to the prior
+        _LOG.warning("GP hyperparameter fit failed (%s: %s); using the prior hyperparameters.",
+                     type(exc).__name__, exc)
+    if not ok:
+        model.load_state_dict(start)
+    model.eval()
+    return ok
+
+
+def _fit_metric_gp(
+    X: Tensor,
+    y: Tensor,
+    yvar: Tensor,
+    hyperparameters: Mapping[str, Tensor] | None,
+    prior_sd: float,
+) -> tuple[SingleTaskGP, bool]:
+    """Unchecked core of :func:`fit_metric_gp`; returns ``(model, fit_ok)``."""
+    if hyperparameters is not None:
+        transform = _FrozenStandardize(
+            hyperparameters["outcome_transform.means"],
+            hyperparameters["outcome_transform.stdvs"],
+            hyperparameters["outcome_transform._stdvs_sq"],
+        )
+        model = _build_model(X, y, yvar, transform)
+        _load_hyperparameters(model, hyperparameters)
+        model.eval()
+        return model, True
+    centre, scale = _standardization_stats(y, yvar, prior_sd)
+    model = _build_model(X, y, yvar, _FrozenStandardize(centre, scale))
+    ok = _fit_in_place(model)
+    return model, ok
+
+
+def fit_metric_gp(
+    X: Tensor,
+    y: Tensor,
+    yvar: Tensor,
+    hyperparameters: Mapping[str, Tensor] | None = None,
+    *,
+    prior_sd: float = DEFAULT_PRIOR_SD,
+) -> SingleTaskGP:
+    r"""Build the GP of one metric delta, fitting or loading its hyperparameters.
+
+    The model is a :class:`~botorch.models.SingleTaskGP` with fixed heteroskedastic noise
+    (``train_Yvar``, floored at ``1e-6`` times the squared outcome scale so that noise-free
+    duplicate rows stay well posed), a constant mean, the kernel of
+    :func:`_make_covar_module` (Matern-5/2 ARD, dimension-scaled lengthscale prior, fitted
+    outputscale) and a ``Standardize(m=1)`` outcome transform whose centre and scale are
+    precision-weighted and shrunk to ``prior_sd`` at small ``n`` (see
+    :func:`_standardization_stats`), which makes ``n = 1`` and ``n = 2`` well defined.
+
+    Args:
+        X: ``n x d`` training inputs in the unit cube, ``n >= 1``; duplicate rows are allowed.
+        y: ``n``-dim observed deltas (relative lifts, e.g. ``0.01`` = +1%).
+        yvar: ``n``-dim known variances of the observed deltas (squared lift units), ``>= 0``.
+        hyperparameters: Hyperparameters from a previous fit (see
+            :meth:`Surrogate.state_dict` / :func:`prior_hyperparameters`). When given they are
+            loaded as they are, standardisation included, and nothing is fitted: conditioning
+            on the new data costs one Cholesky factorisation.
+        prior_sd: Prior standard deviation of a delta; sets the scale at small ``n``.
+
+    Returns:
+        The model in eval mode. Without ``hyperparameters`` its hyperparameters are the
+        maximum a posteriori fit of the marginal likelihood; if that fit fails (numerical error,
+        non-finite result) they fall back to the prior's, with a logged warning.
+
+    Raises:
+        InputDataError: On bad shapes, non-finite values, points outside the cube or negative
+            variances.
+        StateError: When ``hyperparameters`` do not match a model of dimension ``d``.
+    """
+    prior_sd = _check_prior_sd(prior_sd)
+    X = _check_points("X", X)
+    y = _as_tensor("y", y, 1)
+    yvar = _as_tensor("yvar", yvar, 1)
+    if X.shape[0] < 1 or y.shape != (X.shape[0],) or yvar.shape != (X.shape[0],):
+        raise field_error(InputDataError, "shapes", (tuple(X.shape), tuple(y.shape),
+                                                     tuple(yvar.shape)),
+                          "X: n x d, y: n, yvar: n with n >= 1",
+                          "Use the prior (Surrogate.update with no points) when there is no data.")
+    if (yvar < 0).any():
+        raise field_error(InputDataError, "yvar", float(yvar.min()), "a variance >= 0")
+    hp = None if hyperparameters is None else _check_hyperparameters(hyperparameters, X.shape[1])
+    model, _ = _fit_metric_gp(X, y, yvar, hp, prior_sd)
+    return model
+
+
+# --------------------------------------------------------------------------------------------
+# Posterior snapshot
+# --------------------------------------------------------------------------------------------
+
+
+def _robust_cholesky(cov: Tensor) -> Tensor:
+    """Lower Cholesky factor of a PSD matrix with escalating jitter; a PSD root as last resort."""
+    n = cov.shape[-1]
+    eye = torch.eye(n, dtype=cov.dtype)
+    base = float(cov.diagonal().abs().mean()) if n else 1.0
+    base = base if base > 0 else 1.0
+    L, info = torch.linalg.cholesky_ex(cov)
+    jitter = 1e-12 * base
+    while int(info) != 0 and jitter <= 1e-4 * base:
+        L, info = torch.linalg.cholesky_ex(cov + jitter * eye)
+        jitter *= 10.0
+    if int(info) == 0:
+        return L
+    evals, evecs = torch.linalg.eigh(cov)  # pragma: no cover - only for pathological inputs
+    return evecs * evals.clamp_min(0.0).sqrt().unsqueeze(-2)  # pragma: no cover
+
+
+def _derive_seeds(seed: int, count: int) -> list[int]:
+    gen = torch.Generator().manual_seed(int(seed))
+    return [int(s) for s in torch.randint(0, 2**62, (count,), generator=gen)]
+
+
+def _exact_draws(model: SingleTaskGP, X: Tensor, num_draws: int, seed: int) -> Tensor:
+    """``num_draws x N`` exact joint draws of the latent f at ``X`` (``N x d``)."""
+    with torch.no_grad():
+        mvn = model.posterior(X).distribution
+        mean = mvn.mean.reshape(-1)
+        cov = mvn.covariance_matrix
+    L = _robust_cholesky(cov)
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(num_draws, X.shape[0], generator=gen, dtype=DTYPE)
+    return mean + z @ L.transpose(-1, -2)
+
+
+def _pathwise_draws(
+    model: SingleTaskGP, X: Tensor, num_draws: int, seed: int, num_features: int
+) -> Tensor:
+    """``num_draws x N`` Matheron-path draws of the latent f at ``X`` (``N x d``)."""
+    prior_sampler = functools.partial(draw_kernel_feature_paths, num_features=num_features)
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # BoTorch's path samplers use the global RNG; it is forked here
+        paths = draw_matheron_paths(model, sample_shape=torch.Size([num_draws]),
+                                    prior_sampler=prior_sampler)
+        return _evaluate_matheron_paths(paths, X)
+
+
+def _evaluate_matheron_paths(paths: Any, X: Tensor) -> Tensor:
+    r"""Evaluate ``K`` single-output Matheron paths at ``X`` (``N x d``) as ``K x N``.
+
+    Equal to ``paths(X)`` but computed as two ``N x F`` by ``F x K`` matrix products.
+    BoTorch's ``GeneralizedLinearPath.forward`` broadcasts the ``N x F`` features against the
+    ``K x F`` weights as ``K`` batched matrix-vector products, which measured 5-20x slower for
+    ``K = 1000`` draws (and materialises ``K x N x F`` intermediates).
+    """
+    if paths.input_transform is not None:  # pragma: no cover - our models have none
+        X = paths.input_transform(X)
+    prior, update = paths.paths["prior_paths"], paths.paths["update_paths"]
+    values = prior.feature_map(X) @ prior.weight.transpose(-1, -2)  # N x K
+    if prior.bias_module is not None:
+        values = values + prior.bias_module(X).unsqueeze(-1)
+    values = values + update.feature_map(X).to_dense() @ update.weight.transpose(-1, -2)
+    values = values.transpose(-1, -2).contiguous()  # K x N
+    if paths.output_transform is not None:
+        values = paths.output_transform(values)
+    return values.to(DTYPE)
+
+
+@dataclass(frozen=True, eq=False)
+class PosteriorSnapshot:
+    r"""The posterior of every metric delta at one moment; treat as immutable.
+
+    Build one with :meth:`Surrogate.update` (or :meth:`condition`). All methods are pure: they
+    neither change the snapshot nor consume the global RNG.
+
+    Attributes:
+        version: The :attr:`Surrogate.version` that produced it (kept by :meth:`condition`).
+        metrics: Metric names, in the column order of every ``... x m`` tensor.
+        num_points: Number of training points ``n`` (fantasies added by :meth:`condition`
+            included); 0 for the prior.
+        models: One eval-mode GP per metric. For ``num_points == 0`` each is conditioned on a
+            single pseudo-observation with noise ``1e12`` times the prior variance, so that its
+            posterior is the prior (zero mean, sd ``prior_sd``) to 12 digits.
+        train_X: ``n x d`` training inputs.
+        train_Y: ``n x m`` training deltas.
+        train_Yvar: ``n x m`` known noise variances of ``train_Y``.
+        hyperparameters: One :data:`Hyperparameters` dict per metric, used by every model.
+        prior_sd: Prior standard deviation of a delta.
+        exact_limit: :meth:`sample` draws exactly up to this many points, pathwise above.
+        num_features: Random Fourier features of pathwise draws.
+    """
+
+    version: int
+    metrics: tuple[str, ...]
+    num_points: int
+    models: tuple[SingleTaskGP, ...]
+    train_X: Tensor  # noqa: N815 (BoTorch's names)
+    train_Y: Tensor  # noqa: N815 (BoTorch's names)
+    train_Yvar: Tensor  # noqa: N815 (BoTorch's names)
+    hyperparameters: tuple[Hyperparameters, ...]
+    prior_sd: float = DEFAULT_PRIOR_SD
+    exact_limit: int = EXACT_SAMPLE_LIMIT
+    num_features: int = PATHWISE_NUM_FEATURES
+
+    @property
+    def dim(self) -> int:
+        """Dimension ``d`` of the unit cube."""
+        return int(self.train_X.shape[-1])
+
+    @classmethod
+    def build(
+        cls,
+        X: Tensor,
+        Y: Tensor,
+        Yvar: Tensor,
+        metrics: Sequence[str],
+        hyperparameters: Sequence[Mapping[str, Tensor]],
+        *,
+        version: int = 0,
+        prior_sd: float = DEFAULT_PRIOR_SD,
+    ) -> PosteriorSnapshot:
+        r"""Condition one GP per metric on data under given hyperparameters (no fitting).
+
+        Args:
+            X: ``n x d`` inputs in the unit cube; ``n`` may be 0 (the prior).
+            Y: ``n x m`` observed deltas.
+            Yvar: ``n x m`` known noise variances.
+            metrics: ``m`` metric names.
+            hyperparameters: ``m`` hyperparameter dicts, one per metric.
+            version: Version number to stamp on the snapshot.
+            prior_sd: Prior standard deviation of a delta.
+
+        Returns:
+            The snapshot.
+        """
+        metrics = tuple(metrics)
+        dim = int(torch.as_tensor(X).shape[-1])
+        X, Y, Yvar = _check_observations(X, Y, Yvar, dim, len(metrics))
+        if len(hyperparameters) != len(metrics):
+            raise field_error(InputDataError, "hyperparameters", len(hyperparameters),
+                              f"one dict per metric ({len(metrics)})")
+        hps = tuple(_check_hyperparameters(hp, dim) for hp in hyperparameters)
+        models = []
+        for j, hp in enumerate(hps):
+            if X.shape[0] == 0:
+                var = float(hp["outcome_transform._stdvs_sq"].reshape(()))
+                x_ = torch.full((1, dim), 0.5, dtype=DTYPE)
+                y_ = hp["outcome_transform.means"].reshape(1).clone()
+                yvar_ = torch.full((1,), _PSEUDO_NOISE_REL * var, dtype=DTYPE)
+            else:
+                x_, y_, yvar_ = X, Y[:, j], Yvar[:, j]
+            model, _ = _fit_metric_gp(x_, y_, yvar_, hp, prior_sd)
+            models.append(model)
+        return cls(version=int(version), metrics=metrics, num_points=int(X.shape[0]),
+                   models=tuple(models), train_X=X, train_Y=Y, train_Yvar=Yvar,
+                   hyperparameters=hps, prior_sd=prior_sd)
+
+    def mean_and_var(self, X: Tensor) -> tuple[Tensor, Tensor]:
+        r"""Posterior mean and variance of the latent deltas (observation noise excluded).
+
+        Args:
+            X: ``N x d`` points in the unit cube.
+
+        Returns:
+            ``(mean, var)``, each ``N x m`` (lift units and squared lift units).
+        """
+        X = _check_points("X", X, self.dim)
+        means, variances = [], []
+        with torch.no_grad():
+            for model in self.models:
+                post = model.posterior(X)
+                means.append(post.mean.reshape(-1))
+                variances.append(post.variance.reshape(-1).clamp_min(0.0))
+        return torch.stack(means, dim=-1), torch.stack(variances, dim=-1)
+
+    def sample(
+        self,
+        X: Tensor,
+        num_draws: int,
+        seed: int,
+        method: Literal["auto", "exact", "pathwise"] = "auto",
+    ) -> Tensor:
+        r"""Joint posterior draws of the latent deltas at ``X``, independent across metrics.
+
+        Each draw is one function per metric evaluated jointly at all ``N`` points (a Thompson
+        sample). ``"exact"`` factorises the ``N x N`` posterior covariance (Cholesky with
+        jitter); ``"pathwise"`` evaluates Matheron-rule function draws with
+        :data:`PATHWISE_NUM_FEATURES` random Fourier features for the prior (exact given the
+        feature approximation of the prior, ``O(K N F)``); ``"auto"`` uses exact draws for
+        ``N <= exact_limit`` and pathwise draws above.
+
+        Args:
+            X: ``N x d`` points in the unit cube.
+            num_draws: Number of draws ``K >= 1``.
+            seed: Seed; the same seed, points and snapshot give the same draws.
+            method: ``"auto"``, ``"exact"`` or ``"pathwise"``.
+
+        Returns:
+            ``K x N x m`` draws (lift units).
+        """
+        X = _check_points("X", X, self.dim)
+        if isinstance(num_draws, bool) or not isinstance(num_draws, int) or num_draws < 1:
+            raise field_error(ConfigError, "num_draws", num_draws, "an integer >= 1")
+        if method not in ("auto", "exact", "pathwise"):
+            raise field_error(ConfigError, "method", method, "'auto', 'exact' or 'pathwise'")
+        n_points = X.shape[0]
+        if n_points == 0:
+            return torch.zeros(num_draws, 0, len(self.metrics), dtype=DTYPE)
+        use_exact = method == "exact" or (method == "auto" and n_points <= self.exact_limit)
+        seeds = _derive_seeds(seed, len(self.models))
+        draws = [
+            _exact_draws(model, X, num_draws, s) if use_exact
+            else _pathwise_draws(model, X, num_draws, s, self.num_features)
+            for model, s in zip(self.models, seeds, strict=True)
+        ]
+        return torch.stack(draws, dim=-1)
+
+    def condition(self, X_extra: Tensor, Y_extra: Tensor, Yvar_extra: Tensor) -> PosteriorSnapshot:
+        r"""A new snapshot with extra training points under the same hyperparameters.
+
+        Used for fantasy observations of live arms that have no data yet; nothing is refitted
+        and this snapshot is unchanged.
+
+        Args:
+            X_extra: ``e x d`` extra inputs in the unit cube.
+            Y_extra: ``e x m`` extra observed (or fantasised) deltas.
+            Yvar_extra: ``e x m`` their noise variances.
+
+        Returns:
+            The conditioned snapshot (same ``version``; ``num_points`` grows by ``e``).
+        """
+        X_extra, Y_extra, Yvar_extra = _check_observations(
+            X_extra, Y_extra, Yvar_extra, self.dim, len(self.metrics), prefix="extra_")
+        if X_extra.shape[0] == 0:
+            return self
+        return PosteriorSnapshot.build(
+            torch.cat([self.train_X, X_extra]),
+            torch.cat([self.train_Y, Y_extra]),
+            torch.cat([self.train_Yvar, Yvar_extra]),
+            self.metrics,
+            self.hyperparameters,
+            version=self.version,
+            prior_sd=self.prior_sd,
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Refit policy and the stateful surrogate
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RefitPolicy:
+    r"""When to refit GP hyperparameters by marginal likelihood.
+
+    A refit is due when it is forced, when the GPs were never fitted, or when the data changed
+    enough since the last fit:
+
+    - the number of training points grew by at least
+      ``max(min_new_points, growth * n_at_last_fit)`` (so refits get geometrically rarer), or
+    - ``noise_shrink`` is set and, for some metric, the median noise variance of the training
+      points fell by at least that factor since the last fit. Arms gain precision every hour
+      without adding points; this trigger refits as the data sharpens (with the default 2.0,
+      at roughly 2, 4, 8, ... hours of accumulated data), or
+    - the number of points fell (the data set was replaced).
+
+    Between refits the stored hyperparameters are reused (cheap conditioning).
+
+    Attributes:
+        min_new_points: Minimum number of new points that triggers a refit, >= 1.
+        growth: Relative growth of the number of points that triggers a refit, >= 0.
+        noise_shrink: Factor > 1 of median-noise-variance reduction that triggers a refit, or
+            ``None`` to disable this trigger.
+    """
+
+    min_new_points: int = 4
+    growth: float = 0.25
+    noise_shrink: float | None = 2.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.min_new_points, bool) or not isinstance(self.min_new_points, int) \
+                or self.min_new_points < 1:
+            raise field_error(ConfigError, "refit.min_new_points", self.min_new_points,
+                              "an integer >= 1")
+        if isinstance(self.growth, bool) or not isinstance(self.growth, (int, float)) \
+                or not math.isfinite(self.growth) or self.growth < 0:
+            raise field_error(ConfigError, "refit.growth", self.growth, "a finite number >= 0",
+                              "E.g. 0.25 refits after the data grew by 25%.")
+        if self.noise_shrink is not None and (
+            isinstance(self.noise_shrink, bool)
+            or not isinstance(self.noise_shrink, (int, float))
+            or not math.isfinite(self.noise_shrink) or self.noise_shrink <= 1
+        ):
+            raise field_error(ConfigError, "refit.noise_shrink", self.noise_shrink,
+                              "a finite number > 1, or None",
+                              "E.g. 2.0 refits when the typical noise variance halved.")
+
+    def due(self, num_points: int, num_points_at_last_fit: int | None,
+            noise_shrink: float = 1.0) -> bool:
+        """Whether a refit is due (forcing aside).
+
+        Args:
+            num_points: Number of training points now.
+            num_points_at_last_fit: Number at the last fit, or None if never fitted.
+            noise_shrink: Largest factor, over metrics, by which the median noise variance fell
+                since the last fit (1.0 when unchanged).
+
+        Returns:
+            True when a refit is due. Never with ``num_points == 0`` (nothing to fit).
+        """
+        if num_points <= 0:
+            return False
+        if num_points_at_last_fit is None or num_points < num_points_at_last_fit:
+            return True
+        new = num_points - num_points_at_last_fit
+        if new >= max(self.min_new_points, self.growth * num_points_at_last_fit):
+            return True
+        return self.noise_shrink is not None and noise_shrink >= self.noise_shrink
+
+
+def _median_noise(Yvar: Tensor) -> list[float]:
+    """Lower median of each column of an ``n x m`` variance tensor (``n >= 1``)."""
+    return [float(v) for v in Yvar.median(dim=0).values]
+
+
+def _shrink_factor(before: Sequence[float], now: Sequence[float]) -> float:
+    factors = []
+    for b, a in zip(before, now, strict=True):
+        if b <= 0.0:
+            factors.append(1.0)
+        elif a <= 0.0:
+            factors.append(math.inf)
+        else:
+            factors.append(b / a)
+    return max(factors, default=1.0)
+
+
+class Surrogate:
+    r"""Per-metric GP hyperparameters and refit bookkeeping between rounds.
+
+    Each :meth:`update` receives the full current training set (one row per arm with data),
+    refits the hyperparameters when the :class:`RefitPolicy` says so and otherwise conditions
+    on the data with the stored ones, and returns a new :class:`PosteriorSnapshot`.
+
+    Args:
+        metrics: Metric names, in the column order of ``Y``.
+        dim: Dimension ``d`` of the unit cube.
+        policy: When to refit; defaults to ``RefitPolicy()``.
+        prior_sd: Prior standard deviation of a delta before any data (default 0.02, a 2% lift):
+            with no points the snapshot is the GP prior ``N(0, prior_sd^2)`` at every point.
+
+    Attributes:
+        version: Number of updates so far; stamped on each snapshot.
+        num_refits: Number of marginal-likelihood refits so far.
+        num_fit_failures: Number of per-metric fits that fell back to the prior.
+        last_fit_seconds: Wall time of the last refit (all metrics), or None.
+
+    Example:
+        >>> s = Surrogate(["views", "likes"], dim=3)
+        >>> snap = s.update(torch.rand(10, 3, dtype=torch.float64),
+        ...                 0.01 * torch.randn(10, 2, dtype=torch.float64),
+        ...                 torch.full((10, 2), 1e-5, dtype=torch.float64))
+        >>> draws = snap.sample(torch.rand(50, 3, dtype=torch.float64), num_draws=100, seed=0)
+    """
+
+    def __init__(
+        self,
+        metrics: Sequence[str],
+        dim: int,
+        policy: RefitPolicy | None = None,
+        *,
+        prior_sd: float = DEFAULT_PRIOR_SD,
+    ) -> None:
+        metrics = tuple(metrics)
+        if not metrics or len(set(metrics)) != len(metrics) or not all(
+            isinstance(name, str) and name for name in metrics
+        ):
+            raise field_error(ConfigError, "metrics", metrics,
+                              "a non-empty sequence of distinct non-empty names")
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise field_error(ConfigError, "dim", dim, "an integer >= 1")
+        if policy is not None and not isinstance(policy, RefitPolicy):
+            raise field_error(ConfigError, "policy", policy, "a RefitPolicy or None")
+        self.metrics = metrics
+        self.dim = dim
+        self.policy = policy if policy is not None else RefitPolicy()
+        self.prior_sd = _check_prior_sd(prior_sd)
+        self.hyperparameters: dict[str, Hyperparameters] | None = None
+        self.num_points_at_last_fit: int | None = None
+        self.noise_at_last_fit: list[float] | None = None
+        self.version = 0
+        self.num_refits = 0
+        self.num_fit_failures = 0
+        self.last_fit_seconds: float | None = None
+
+    def refit_due(self, Yvar: Tensor) -> bool:
+        """Whether :meth:`update` with these noise variances (``n x m``) would refit."""
+        n = int(Yvar.shape[0])
+        shrink = 1.0
+        if n > 0 and self.noise_at_last_fit is not None:
+            shrink = _shrink_factor(self.noise_at_last_fit, _median_noise(Yvar))
+        return self.policy.due(n, self.num_points_at_last_fit, shrink)
+
+    def update(
+        self, X: Tensor, Y: Tensor, Yvar: Tensor, force_refit: bool = False
+    ) -> PosteriorSnapshot:
+        r"""Condition on the current data, refitting hyperparameters when due.
+
+        Args:
+            X: ``n x d`` training inputs in the unit cube (``n`` may be 0).
+            Y: ``n x m`` aggregated deltas, columns in the order of ``metrics``.
+            Yvar: ``n x m`` their known variances.
+            force_refit: Refit regardless of the policy (ignored when ``n == 0``).
+
+        Returns:
+            The new snapshot. With ``n == 0`` it is the prior (zero mean, sd ``prior_sd``, or
+            the stored hyperparameters' prior if the surrogate was fitted before).
+        """
+        X, Y, Yvar = _check_observations(X, Y, Yvar, self.dim, len(self.metrics))
+        n = X.shape[0]
+        if n > 0 and (force_refit or self.refit_due(Yvar)):
+            start = time.perf_counter()
+            fitted: dict[str, Hyperparameters] = {}
+            for j, name in enumerate(self.metrics):
+                model, ok = _fit_metric_gp(X, Y[:, j], Yvar[:, j], None, self.prior_sd)
+                fitted[name] = _extract_hyperparameters(model)
+                self.num_fit_failures += 0 if ok else 1
+            self.hyperparameters = fitted
+            self.num_points_at_last_fit = n
+            self.noise_at_last_fit = _median_noise(Yvar)
+            self.num_refits += 1
+            self.last_fit_seconds = time.perf_counter() - start
+        self.version += 1
+        return PosteriorSnapshot.build(X, Y, Yvar, self.metrics, self._current_hyperparameters(),
+                                       version=self.version, prior_sd=self.prior_sd)
+
+    def _current_hyperparameters(self) -> list[Hyperparameters]:
+        if self.hyperparameters is None:
+            prior = prior_hyperparameters(self.dim, self.prior_sd)
+            return [prior for _ in self.metrics]
+        return [self.hyperparameters[name] for name in self.metrics]
+
+    def state_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict of the hyperparameters and bookkeeping (tensors as nested lists)."""
+        hps = None
+        if self.hyperparameters is not None:
+            hps = {name: {key: value.tolist() for key, value in hp.items()}
+                   for name, hp in self.hyperparameters.items()}
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "metrics": list(self.metrics),
+            "dim": self.dim,
+            "prior_sd": self.prior_sd,
+            "policy": asdict(self.policy),
+            "hyperparameters": hps,
+            "num_points_at_last_fit": self.num_points_at_last_fit,
+            "noise_at_last_fit": self.noise_at_last_fit,
+            "version": self.version,
+            "num_refits": self.num_refits,
+            "num_fit_failures": self.num_fit_failures,
+            "last_fit_seconds": self.last_fit_seconds,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore from :meth:`state_dict` output (the policy and ``prior_sd`` stay this object's).
+
+        Raises:
+            StateError: On a schema version, metric list or dimension that does not match.
+        """
+        version = state.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise StateError(f"surrogate state has schema_version {version!r}; this build reads "
+                             f"{SCHEMA_VERSION}.", "Refit from the event log instead.")
+        if list(state.get("metrics", [])) != list(self.metrics) or state.get("dim") != self.dim:
+            raise StateError(
+                f"surrogate state is for metrics {state.get('metrics')!r} and dim "
+                f"{state.get('dim')!r}; this surrogate has {list(self.metrics)!r} and {self.dim}.",
+                "Load a checkpoint of the same tuning job.")
+        hps = state.get("hyperparameters")
+        loaded = None
+        if hps is not None:
+            if set(hps) != set(self.metrics):
+                raise StateError(f"hyperparameters are for {sorted(hps)!r}.",
+                                 "Load a checkpoint of the same tuning job.")
+            loaded = {name: _check_hyperparameters(hps[name], self.dim) for name in self.metrics}
+        noise = state.get("noise_at_last_fit")
+        self.hyperparameters = loaded
+        n_last = state.get("num_points_at_last_fit")
+        self.num_points_at_last_fit = None if n_last is None else int(n_last)
+        self.noise_at_last_fit = None if noise is None else [float(v) for v in noise]
+        self.version = int(state.get("version", 0))
+        self.num_refits = int(state.get("num_refits", 0))
+        self.num_fit_failures = int(state.get("num_fit_failures", 0))
+        last = state.get("last_fit_seconds")
+        self.last_fit_seconds = None if last is None else float(last)

@@ -1,0 +1,296 @@
+"""Tests of hz_ray.ledger: idempotent ingest, order-independent estimates, state round trip."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from hz_ray.delta import aggregate
+from hz_ray.errors import ConfigError, InputDataError, StateError
+from hz_ray.ledger import ArmInfo, IngestResult, Ledger, RejectedRecord
+from hz_ray.records import HourlyDelta
+
+METRICS = ("views", "likes")
+FLOOR = 1e-6
+
+
+def d(arm, metric, hour, mean=0.01, var=1e-4, n=100):
+    return HourlyDelta(arm, metric, hour, mean, var, n)
+
+
+def make_ledger(*arms):
+    ledger = Ledger(METRICS, var_floor=FLOOR)
+    for i, arm in enumerate(arms):
+        ledger.register_arm(arm, {"w_click": 1.0 + i, "w_like": 0.5}, hour=i)
+    return ledger
+
+
+def random_records(seed, arms=("a", "b", "c"), hours=20):
+    rng = random.Random(seed)
+    out = []
+    for arm in arms:
+        for metric in METRICS:
+            for hour in range(hours):
+                if rng.random() < 0.8:
+                    var = None if rng.random() < 0.2 else rng.uniform(1e-5, 1e-3)
+                    out.append(d(arm, metric, hour, rng.gauss(0, 0.03), var, rng.randint(10, 900)))
+    return out
+
+
+# ------------------------------------------------------------------------ arms
+
+
+def test_register_is_idempotent_and_ordered():
+    ledger = Ledger(METRICS, FLOOR)
+    assert ledger.register_arm("z", {"w": 1}, hour=3) is True
+    assert ledger.register_arm("a", {"w": 2.0}) is True
+    assert ledger.register_arm("z", {"w": 1.0}, hour=9) is False  # same weights: no-op
+    assert list(ledger.arms) == ["z", "a"]
+    assert ledger.arms["z"] == ArmInfo("z", {"w": 1.0}, 3, None)
+    assert isinstance(ledger.arms["z"].params["w"], float)
+
+
+def test_register_conflicting_params_raises_and_keeps_the_first():
+    ledger = make_ledger("a")
+    with pytest.raises(InputDataError, match="'params'") as info:
+        ledger.register_arm("a", {"w_click": 9.0, "w_like": 0.5})
+    assert "new arm id" in str(info.value)
+    assert ledger.arms["a"].params == {"w_click": 1.0, "w_like": 0.5}
+
+
+@pytest.mark.parametrize(
+    ("arm_id", "params", "hour", "field"),
+    [
+        ("", {"w": 1.0}, None, "'arm_id'"),
+        ("a", {"w": float("nan")}, None, "params['w']"),
+        ("a", {"w": True}, None, "params['w']"),
+        ("a", [("w", 1.0)], None, "'params'"),
+        ("a", {"w": 1.0}, -1, "'hour'"),
+    ],
+)
+def test_register_bad_inputs(arm_id, params, hour, field):
+    ledger = Ledger(METRICS, FLOOR)
+    with pytest.raises(InputDataError) as info:
+        ledger.register_arm(arm_id, params, hour)
+    assert field in str(info.value)
+    assert ledger.arms == {}
+
+
+def test_arms_view_is_a_copy():
+    ledger = make_ledger("a")
+    ledger.arms["a"].params["w_click"] = 99.0  # type: ignore[index]
+    assert ledger.arms["a"].params["w_click"] == 1.0
+
+
+def test_retire():
+    ledger = make_ledger("a", "b")
+    assert ledger.retire_arm("a", "hours up") is True
+    assert ledger.retire_arm("a", "again") is False
+    assert ledger.arms["a"].retired_reason == "hours up"
+    assert ledger.arms["a"].retired and not ledger.arms["b"].retired
+    assert list(ledger.arms) == ["a", "b"]
+    with pytest.raises(StateError, match="'arm_id'"):
+        ledger.retire_arm("nope", "x")
+    with pytest.raises(InputDataError, match="'reason'"):
+        ledger.retire_arm("b", "")
+    # Late data of a retired arm is still accepted.
+    assert len(ledger.ingest([d("a", "views", 5)]).accepted) == 1
+
+
+# ---------------------------------------------------------------------- ingest
+
+
+def test_ingest_accepts_counts_duplicates_and_rejects_with_reasons():
+    ledger = make_ledger("a")
+    first = d("a", "views", 0, 0.02)
+    result = ledger.ingest([
+        first,
+        d("ghost", "views", 0),
+        d("a", "clicks", 0),
+        d("a", "views", 0, 0.02),  # same key, same values, same batch
+        d("a", "views", 0, 0.05),  # same key, other values
+        d("a", "likes", 0),
+    ])
+    assert isinstance(result, IngestResult)
+    assert result.accepted == (first, d("a", "likes", 0))
+    assert result.duplicates == 1
+    reasons = [r.reason for r in result.rejected]
+    assert [r.record.arm_id for r in result.rejected] == ["ghost", "a", "a"]
+    assert "'ghost' is not registered" in reasons[0]
+    assert "metric 'clicks' is not modelled" in reasons[1]
+    assert "conflicts with the accepted record" in reasons[2] and "0.02" in reasons[2]
+    assert ledger.num_records == 2 and ledger.version == 2
+    # The first accepted value stands.
+    assert ledger.estimate("a", "views").mean == 0.02
+
+
+def test_replayed_batch_is_a_noop():
+    ledger = make_ledger("a", "b")
+    records = random_records(1, arms=("a", "b"))
+    ledger.ingest(records)
+    version, state = ledger.version, ledger.state_dict()
+    again = ledger.ingest(records)
+    assert again == IngestResult((), len(records), ())
+    assert ledger.version == version and ledger.state_dict() == state
+
+
+def test_version_bumps_per_accepted_record_only():
+    ledger = make_ledger("a")
+    assert ledger.version == 0
+    ledger.ingest([d("a", "views", 0), d("a", "views", 1), d("ghost", "views", 0)])
+    assert ledger.version == 2
+    ledger.ingest([d("a", "views", 1)])
+    ledger.register_arm("b", {"w": 1.0})
+    assert ledger.version == 2
+
+
+def test_non_delta_items_raise_before_anything_is_ingested():
+    ledger = make_ledger("a")
+    with pytest.raises(InputDataError, match=r"'deltas\[1\]'"):
+        ledger.ingest([d("a", "views", 0), {"arm_id": "a"}])  # type: ignore[list-item]
+    assert ledger.num_records == 0
+
+
+def test_rejected_record_type():
+    ledger = make_ledger()
+    (rejected,) = ledger.ingest([d("x", "views", 0)]).rejected
+    assert isinstance(rejected, RejectedRecord) and rejected.record == d("x", "views", 0)
+
+
+# ------------------------------------------------------------------- estimates
+
+
+def test_estimate_equals_aggregate_and_updates_with_new_data():
+    ledger = make_ledger("a")
+    assert ledger.estimate("a", "views") is None
+    assert ledger.estimates("a") == {}
+    records = [d("a", "views", h, 0.01 * h, 1e-4, 100 + h) for h in range(5)]
+    ledger.ingest(records[:3])
+    before = ledger.estimate("a", "views")
+    assert before == aggregate(records[:3], FLOOR)
+    assert ledger.estimate("a", "views") is before  # cached
+    ledger.ingest(records[3:])
+    after = ledger.estimate("a", "views")
+    assert after == aggregate(records, FLOOR) and after != before
+    assert after.hours == 5 and after.n == sum(r.n for r in records)
+    assert list(ledger.estimates("a")) == ["views"]
+
+
+def test_estimates_do_not_depend_on_arrival_order_bit_exactly():
+    records = random_records(2)
+    reference = make_ledger("a", "b", "c")
+    reference.ingest(records)
+    expected = {arm: reference.estimates(arm) for arm in ("a", "b", "c")}
+    rng = random.Random(3)
+    for _ in range(10):
+        shuffled = records[:]
+        rng.shuffle(shuffled)
+        ledger = make_ledger("a", "b", "c")
+        # Arrive in uneven batches, with estimates read (and cached) in between.
+        cut = rng.randrange(len(shuffled))
+        ledger.ingest(shuffled[:cut])
+        ledger.estimates("a")
+        ledger.ingest(shuffled[cut:])
+        assert {arm: ledger.estimates(arm) for arm in ("a", "b", "c")} == expected
+        assert ledger.state_dict() == reference.state_dict()
+
+
+def test_hours_observed_counts_distinct_hours():
+    ledger = make_ledger("a", "b")
+    ledger.ingest([d("a", "views", 0), d("a", "likes", 0), d("a", "likes", 4), d("b", "views", 1)])
+    assert ledger.hours_observed("a") == 2
+    assert ledger.hours_observed("b") == 1
+    assert [x.hour for x in ledger.deltas("a", "likes")] == [0, 4]
+
+
+def test_estimate_unknown_arm_or_metric():
+    ledger = make_ledger("a")
+    with pytest.raises(StateError, match="'arm_id'"):
+        ledger.estimate("ghost", "views")
+    with pytest.raises(InputDataError, match="'metric'"):
+        ledger.estimate("a", "clicks")
+
+
+def test_ledger_applies_its_floor():
+    ledger = Ledger(["views"], var_floor=4e-4)
+    ledger.register_arm("a", {"w": 1.0})
+    ledger.ingest([HourlyDelta("a", "views", 0, 0.01, 1e-9, 10_000)])
+    assert ledger.estimate("a", "views").sem == pytest.approx(0.02)
+
+
+# ------------------------------------------------------------------------ config
+
+
+@pytest.mark.parametrize(
+    ("metrics", "floor", "field"),
+    [
+        ([], 1e-4, "'metrics'"),
+        ("views", 1e-4, "'metrics'"),
+        (["views", "views"], 1e-4, "'metrics'"),
+        (["views", ""], 1e-4, "'metrics'"),
+        (["views"], 0.0, "'var_floor'"),
+        (["views"], float("nan"), "'var_floor'"),
+    ],
+)
+def test_bad_config(metrics, floor, field):
+    with pytest.raises(ConfigError) as info:
+        Ledger(metrics, floor)
+    assert field in str(info.value)
+
+
+# ------------------------------------------------------------------------- state
+
+
+def test_state_dict_round_trip_through_json():
+    ledger = make_ledger("a", "b", "c")
+    ledger.retire_arm("b", "guardrail: P(feasible) < 0.05")
+    ledger.ingest(random_records(4))
+    state = ledger.state_dict()
+    assert state["schema_version"] == 1
+    text = json.dumps(state, allow_nan=False)
+    restored = Ledger.from_state_dict(json.loads(text))
+    assert restored.state_dict() == state
+    assert restored.arms == ledger.arms
+    assert restored.version == ledger.version and restored.num_records == ledger.num_records
+    for arm in ("a", "b", "c"):
+        assert restored.estimates(arm) == ledger.estimates(arm)
+    # Compact columns: one list per field, one entry per record.
+    assert set(state["records"]) == {"arm_id", "metric", "hour", "mean", "var", "n"}
+    assert len(state["records"]["hour"]) == ledger.num_records
+    assert None in state["records"]["var"]
+
+
+def test_restored_ledger_stays_idempotent():
+    ledger = make_ledger("a")
+    records = [d("a", "views", h) for h in range(3)]
+    ledger.ingest(records)
+    restored = Ledger.from_state_dict(ledger.state_dict())
+    assert restored.ingest(records).duplicates == 3
+    assert restored.ingest([d("a", "views", 0, mean=0.5)]).rejected
+
+
+def test_from_state_dict_rejects_other_schema_and_corruption():
+    state = make_ledger("a").state_dict()
+    with pytest.raises(StateError, match="'schema_version'"):
+        Ledger.from_state_dict({**state, "schema_version": 2})
+    with pytest.raises(StateError, match="Malformed"):
+        Ledger.from_state_dict({k: v for k, v in state.items() if k != "arms"})
+    bad = json.loads(json.dumps(make_ledger("a").state_dict()))
+    bad["records"] = {"arm_id": ["ghost"], "metric": ["views"], "hour": [0], "mean": [0.0],
+                      "var": [None], "n": [1]}
+    with pytest.raises(StateError, match="not registered"):
+        Ledger.from_state_dict(bad)
+    bad["records"]["n"] = [1, 2]
+    with pytest.raises(StateError):
+        Ledger.from_state_dict(bad)
+
+
+def test_restored_version_never_goes_backwards():
+    ledger = make_ledger("a")
+    ledger.ingest([d("a", "views", h) for h in range(3)])
+    state = ledger.state_dict()
+    assert Ledger.from_state_dict({**state, "version": 10}).version == 10
+    with pytest.raises(StateError, match="'version'"):
+        Ledger.from_state_dict({**state, "version": 2})

@@ -44,6 +44,7 @@ def find_optimum(
     n_samples: int = 4096,
     n_polish: int = 4,
     seed: int = 0,
+    method: str = "COBYQA",
 ) -> Optimum:
     """Search the world's box for the best feasible point of ``problem``.
 
@@ -55,6 +56,9 @@ def find_optimum(
         n_samples: Sobol points of the global stage (rounded up to a power of 2).
         n_polish: Best points (feasible first) polished with COBYQA.
         seed: Seed of the scrambled Sobol sequence.
+        method: SciPy polish method: ``"COBYQA"`` (derivative-free; right for
+            piecewise-constant ranking worlds) or ``"SLSQP"`` (finite
+            differences; faster on smooth worlds).
 
     Returns:
         The best feasible point found, or the least-violating one (with
@@ -65,6 +69,8 @@ def find_optimum(
     """
     from scipy.stats import qmc
 
+    if method not in ("COBYQA", "SLSQP"):
+        raise field_error(ConfigError, "method", method, "'COBYQA' or 'SLSQP'")
     problem = problem or world.default_problem
     problem.check(world.metrics)
     fixed = dict(fixed or {})
@@ -124,7 +130,7 @@ def find_optimum(
 
     for idx in order[: max(1, n_polish)]:
         consider(V[idx])
-        polished = _polish(world, decode, V[idx], obj_w, slacks)
+        polished = _polish(world, decode, V[idx], obj_w, slacks, method)
         if polished is not None:
             consider(polished)
     assert best_v is not None
@@ -144,8 +150,9 @@ def _encode_base(world: World, free: list[int], lows: np.ndarray, highs: np.ndar
     return np.clip((raw - lows) / (highs - lows), 0.0, 1.0)[None, :]
 
 
-def _polish(world: World, decode, v0: np.ndarray, obj_w: np.ndarray, slacks) -> np.ndarray | None:
-    """Run COBYQA from ``v0`` in the unit cube; return the final point or None on failure."""
+def _polish(world: World, decode, v0: np.ndarray, obj_w: np.ndarray, slacks,
+            method: str) -> np.ndarray | None:
+    """Run ``method`` from ``v0`` in the unit cube; return the final point or None on failure."""
     from scipy.optimize import Bounds, NonlinearConstraint, minimize
 
     memo: dict[bytes, np.ndarray] = {}
@@ -160,11 +167,11 @@ def _polish(world: World, decode, v0: np.ndarray, obj_w: np.ndarray, slacks) -> 
     constraints = []
     if slacks(deltas(v0)).shape[1]:
         constraints.append(NonlinearConstraint(lambda v: slacks(deltas(v))[0], 0.0, np.inf))
+    options = ({"maxfev": 400, "initial_tr_radius": 0.1, "final_tr_radius": 1e-5}
+               if method == "COBYQA" else {"maxiter": 200, "ftol": 1e-12})
     try:
-        res = minimize(lambda v: -float(deltas(v)[0] @ obj_w), v0, method="COBYQA",
-                       bounds=Bounds(0.0, 1.0), constraints=constraints,
-                       options={"maxfev": 400, "initial_tr_radius": 0.1,
-                                "final_tr_radius": 1e-5})
+        res = minimize(lambda v: -float(deltas(v)[0] @ obj_w), v0, method=method,
+                       bounds=Bounds(0.0, 1.0), constraints=constraints, options=options)
     except (ValueError, RuntimeError):  # pragma: no cover - a failed polish is not fatal
         return None
     return np.clip(res.x, 0.0, 1.0)

@@ -1,0 +1,51 @@
+"""The Ray layer of hz-ray: thin actor shells around plain classes.
+
+- :func:`run_on_ray` (``actors.driver``): run a job on an embedded or a running
+  Ray cluster; returns the same ``RunResult`` as ``run_local``.
+- :class:`PosteriorService` / ``PosteriorActor`` (``actors.posterior``): the
+  central actor holding the GP posterior.
+- :class:`ArmSlotRunner` / ``ArmWorker`` (``actors.arm_worker``): one live arm
+  slot per worker; imports no torch.
+
+Names are imported lazily (PEP 562) so that ``import actors.arm_worker`` in a
+worker process never imports the central actor's modules (and torch).
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "run_on_ray": "actors.driver",
+    "RayDriver": "actors.driver",
+    "RayRun": "actors.driver",
+    "DefaultBackendFactory": "actors.driver",
+    "PosteriorService": "actors.posterior",
+    "PosteriorActor": "actors.posterior",
+    "posterior_actor_class": "actors.posterior",
+    "start_posterior_actor": "actors.posterior",
+    "ArmSlotRunner": "actors.arm_worker",
+    "ArmWorker": "actors.arm_worker",
+    "RunnerSettings": "actors.arm_worker",
+    "WorkerStats": "actors.arm_worker",
+    "arm_worker_class": "actors.arm_worker",
+    "PosteriorActorOptions": "actors.options",
+    "ArmWorkerOptions": "actors.options",
+    "job_namespace": "actors.options",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'actors' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

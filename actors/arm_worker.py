@@ -1,0 +1,563 @@
+"""One arm slot: sample -> launch -> poll -> report -> decide -> stop -> next.
+
+:class:`ArmSlotRunner` is the plain class (no Ray needed: give it any
+:class:`PosteriorPort`, e.g. a :class:`~actors.posterior.PosteriorService`);
+:class:`ArmWorker` is the thin actor shell that builds the backend inside the
+worker process with ``backend_factory(clock)`` and talks to the central actor
+through :class:`ActorPosteriorPort`.
+
+This module imports no torch (nor anything that does): a worker process
+stays small, and 64 of them fit on a laptop.
+
+The loop, on the job clock (an :class:`~hz_ray.clock.AcceleratedClock` for
+simulated worlds, a :class:`~hz_ray.clock.WallClock` for a live platform):
+
+1. At each poll (every ``poll_interval_hours``, aligned so hour boundaries
+   are polls) fetch every arm of the slot that may still publish (the live one
+   and stopped ones within ``late_data_hours``) from its cursor, turn readings
+   into deltas with :class:`~hz_ray.arm_feed.ArmFeed`, and report the ones not
+   yet acknowledged, retrying until the central actor acknowledges them.
+2. Once per job hour, decide the live arm's lifecycle with
+   :func:`~hz_ray.lifecycle.stop_reason` (its age, its complete hours, and the
+   posterior P(feasible) carried by the ack); if it ends, stop it on the
+   backend, retire it centrally and immediately ask for the next sample and
+   launch it.
+
+Backend calls are retried with exponential backoff; after repeated failure the
+arm is stopped (best effort), retired with reason ``"backend_error"`` (or
+``"launch_failed"``) and the slot moves on.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+import ray
+from ray.exceptions import RayError
+
+from actors.messages import (
+    STOP_BACKEND_ERROR,
+    STOP_LAUNCH_FAILED,
+    FeedRejectionRecord,
+    Report,
+    ReportAck,
+    SampleReply,
+    SlotState,
+)
+from actors.options import ArmWorkerOptions
+from hz_ray.arm_feed import ArmFeed
+from hz_ray.backends.base import ArmBackend
+from hz_ray.clock import AcceleratedClock, Clock
+from hz_ray.config import ArmsSpec, TuningConfig
+from hz_ray.errors import ConfigError, HzRayError, TransientError, field_error
+from hz_ray.lifecycle import stop_reason
+from hz_ray.records import HourlyDelta
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+_EPS_HOURS = 1e-9
+
+
+class PosteriorPort(Protocol):
+    """What an arm slot needs from the central actor (all calls idempotent)."""
+
+    def slot_state(self, slot: int) -> SlotState:
+        """Return the slot's arms and next seq."""
+        ...
+
+    def sample(self, slot: int, seq: int, hour: int) -> SampleReply:
+        """Return the slot's ``seq``-th arm (a Thompson sample)."""
+        ...
+
+    def report(self, report: Report) -> ReportAck:
+        """Ingest a batch; return once it is durable."""
+        ...
+
+    def retire(self, slot: int, arm_id: str, reason: str, hour: int) -> bool:
+        """Record that the arm stopped."""
+        ...
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    """Knobs of the slot loop.
+
+    Attributes:
+        poll_interval_hours: Job hours between polls of the backend; 1 must
+            be a multiple of it so that hour boundaries are polls.
+        max_batch: Most deltas per report call.
+        backend_attempts: Tries of one ``launch``/``stop`` call.
+        fetch_failures_to_give_up: Consecutive failed polls of an arm after
+            which it is stopped and the slot moves on.
+        initial_backoff_s: First wait between retries (wall seconds); doubles.
+        max_backoff_s: Longest wait between retries.
+    """
+
+    poll_interval_hours: float = 0.25
+    max_batch: int = 4096
+    backend_attempts: int = 4
+    fetch_failures_to_give_up: int = 5
+    initial_backoff_s: float = 0.05
+    max_backoff_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        p = self.poll_interval_hours
+        if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0 < p <= 1 \
+                or abs(round(1 / p) - 1 / p) > 1e-9:
+            raise field_error(ConfigError, "poll_interval_hours", p,
+                              "a number in (0, 1] that divides 1 (e.g. 0.25)")
+        for name in ("max_batch", "backend_attempts", "fetch_failures_to_give_up"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise field_error(ConfigError, name, value, "an integer >= 1")
+        for name in ("initial_backoff_s", "max_backoff_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not math.isfinite(value) or value < 0:
+                raise field_error(ConfigError, name, value, "a finite number of seconds >= 0")
+
+
+@dataclass
+class WorkerStats:
+    """What one slot did (returned by ``run``; readable while it runs).
+
+    Attributes:
+        slot: The slot.
+        pid: Worker process id.
+        node_id: Ray node id (empty outside Ray).
+        resumed: The run continued a slot that already had arms.
+        torch_imported: Whether ``torch`` was imported in this process.
+        arms: ``(arm_id, launched_hour, stopped_hour, stop_reason)`` per arm.
+        cycle_s: Wall seconds of each hourly cycle (poll, report, decide and,
+            when the arm ended, stop, retire, sample, launch).
+        relaunch_s: Wall seconds from a stop decision to the next launch.
+        sample_s: Wall seconds of each sample request.
+        report_s: Wall seconds of each report call (until acknowledged).
+        tick_lag_s: Wall seconds by which each hourly cycle started late.
+        reports: Report calls acknowledged.
+        deltas_reported: Deltas acknowledged as accepted.
+        port_retries: Calls to the central actor that had to be retried.
+        backend_errors: Failed backend calls.
+    """
+
+    slot: int
+    pid: int = 0
+    node_id: str = ""
+    resumed: bool = False
+    torch_imported: bool = False
+    arms: list[tuple[str, int, int | None, str | None]] = field(default_factory=list)
+    cycle_s: list[float] = field(default_factory=list)
+    relaunch_s: list[float] = field(default_factory=list)
+    sample_s: list[float] = field(default_factory=list)
+    report_s: list[float] = field(default_factory=list)
+    tick_lag_s: list[float] = field(default_factory=list)
+    reports: int = 0
+    deltas_reported: int = 0
+    port_retries: int = 0
+    backend_errors: int = 0
+
+    def copy(self) -> WorkerStats:
+        """A copy safe to hand to another thread."""
+        return WorkerStats(self.slot, self.pid, self.node_id, self.resumed, self.torch_imported,
+                           list(self.arms), list(self.cycle_s), list(self.relaunch_s),
+                           list(self.sample_s), list(self.report_s), list(self.tick_lag_s),
+                           self.reports, self.deltas_reported, self.port_retries,
+                           self.backend_errors)
+
+
+@dataclass
+class _Arm:
+    """One arm of the slot as the worker tracks it."""
+
+    arm_id: str
+    params: dict[str, float]
+    launched_hour: int
+    feed: ArmFeed
+    stopped_hour: int | None = None
+    stop_reason: str | None = None
+    fetch_failures: int = 0
+    acked: dict[tuple[str, str, int], tuple[float, float | None, int]] = field(
+        default_factory=dict)
+
+
+class _StopRequestedError(Exception):
+    """The runner was asked to stop while waiting."""
+
+
+class ArmSlotRunner:
+    """The loop of one arm slot (plain class; the Ray actor just calls :meth:`run`).
+
+    Args:
+        slot: The slot index.
+        port: The central actor (or a :class:`PosteriorService` in tests).
+        backend: The platform; shares ``clock`` when simulated.
+        clock: The job clock (an :class:`AcceleratedClock` or a
+            :class:`~hz_ray.clock.WallClock`).
+        arms: The job's arm lifecycle settings.
+        metrics: The job's metrics (an hour is complete when all arrived).
+        settings: Loop knobs.
+        sleep: Waits this many wall seconds (injectable for tests).
+    """
+
+    def __init__(self, slot: int, port: PosteriorPort, backend: ArmBackend, clock: Clock,
+                 arms: ArmsSpec, metrics: tuple[str, ...],
+                 settings: RunnerSettings | None = None,
+                 sleep: Callable[[float], Any] | None = None) -> None:
+        self.slot = slot
+        self.port = port
+        self.backend = backend
+        self.clock = clock
+        self.arms_spec = arms
+        self.metrics = tuple(metrics)
+        self.settings = settings if settings is not None else RunnerSettings()
+        self._stop_event = threading.Event()
+        self._sleep = sleep if sleep is not None else self._interruptible_sleep
+        self.stats = WorkerStats(slot, pid=os.getpid())
+        self.current: _Arm | None = None
+        self.draining: list[_Arm] = []
+        self.next_seq = 0
+        self._last_ack: ReportAck | None = None
+
+    # ------------------------------------------------------------ control
+    def request_stop(self) -> None:
+        """Ask :meth:`run` to return at its next wait."""
+        self._stop_event.set()
+
+    def _interruptible_sleep(self, seconds: float) -> None:
+        if seconds > 0 and self._stop_event.wait(seconds):
+            raise _StopRequestedError
+
+    def _seconds_until(self, hours: float) -> float:
+        if isinstance(self.clock, AcceleratedClock):
+            return self.clock.seconds_until(hours)
+        return 0.0
+
+    # ---------------------------------------------------------------- run
+    def run(self, hours: int) -> WorkerStats:
+        """Run the slot until job hour ``hours`` (exclusive), then return its stats.
+
+        Args:
+            hours: The job's length in job hours.
+
+        Returns:
+            The slot's :class:`WorkerStats`.
+        """
+        self.stats.torch_imported = "torch" in sys.modules
+        try:
+            self._resume()
+            decided: int | None = None
+            interval = self.settings.poll_interval_hours
+            while not self._stop_event.is_set():
+                now = self.clock.now_hours()
+                if now < 0:
+                    self._sleep(self._seconds_until(0.0))
+                    continue
+                hour = math.floor(now + _EPS_HOURS)
+                if hour >= hours:
+                    self._poll_and_report(hours - 1, heartbeat=False)
+                    break
+                new_hour = decided != hour
+                started = time.perf_counter()
+                ack = self._poll_and_report(hour, heartbeat=new_hour)
+                if new_hour:
+                    self.stats.tick_lag_s.append(max(0.0, now - hour) * self._seconds_per_hour())
+                    self._hourly(hour, ack)
+                    decided = hour
+                    self.stats.cycle_s.append(time.perf_counter() - started)
+                self._drop_drained(hour)
+                next_poll = (math.floor(now / interval + _EPS_HOURS) + 1) * interval
+                self._sleep(self._seconds_until(next_poll))
+        except _StopRequestedError:
+            pass
+        self.stats.torch_imported = "torch" in sys.modules
+        return self.stats.copy()
+
+    def _seconds_per_hour(self) -> float:
+        return getattr(self.clock, "seconds_per_hour", 0.0)
+
+    # ------------------------------------------------------------- resume
+    def _resume(self) -> None:
+        state: SlotState = self._port_call("slot_state", lambda: self.port.slot_state(self.slot))
+        self.next_seq = state.next_seq
+        hour = max(0, math.floor(self.clock.now_hours() + _EPS_HOURS))
+        for record in state.arms:
+            arm = _Arm(record.arm_id, dict(record.params), record.launched_hour,
+                       ArmFeed(record.arm_id, self.metrics, record.launched_hour),
+                       record.stopped_hour, record.stop_reason)
+            if record.live:
+                self.stats.resumed = True
+                try:  # backends treat a repeated launch of a live arm as a no-op
+                    self.backend.launch(arm.arm_id, arm.params)
+                except Exception as exc:  # noqa: BLE001 - any platform error
+                    logger.warning("Slot %d: relaunch of %s on resume failed: %s", self.slot,
+                                   arm.arm_id, exc)
+                self.current = arm
+                self.stats.arms.append((arm.arm_id, arm.launched_hour, None, None))
+            elif record.stopped_hour is not None \
+                    and hour <= record.stopped_hour + self.arms_spec.late_data_hours:
+                self.stats.resumed = True
+                self.draining.append(arm)
+
+    # --------------------------------------------------------------- poll
+    def _poll_and_report(self, hour: int, heartbeat: bool) -> ReportAck | None:
+        """Fetch every arm that may still publish; report what is new; returns the ack."""
+        new: list[HourlyDelta] = []
+        rejections: list[FeedRejectionRecord] = []
+        for arm in [a for a in (self.current, *self.draining) if a is not None]:
+            try:
+                readings = self.backend.fetch(arm.arm_id, arm.feed.since_hour)
+            except Exception as exc:  # noqa: BLE001 - any platform error
+                arm.fetch_failures += 1
+                self.stats.backend_errors += 1
+                logger.warning("Slot %d: fetch of %s failed (%d in a row): %s", self.slot,
+                               arm.arm_id, arm.fetch_failures, exc)
+                if arm.fetch_failures >= self.settings.fetch_failures_to_give_up:
+                    self._give_up(arm, hour)
+                continue
+            arm.fetch_failures = 0
+            deltas, bad = arm.feed.absorb(readings)
+            for delta in deltas:
+                if arm.acked.get(delta.key) != (delta.mean, delta.var, delta.n):
+                    new.append(delta)
+            rejections.extend(FeedRejectionRecord(r.payload, r.reason) for r in bad)
+        if not (new or rejections or heartbeat):
+            return None
+        live_id = self.current.arm_id if self.current is not None else None
+        ack: ReportAck | None = None
+        step = self.settings.max_batch
+        for start in range(0, max(len(new), 1), step):
+            chunk = tuple(new[start:start + step])
+            report = Report(self.slot, hour, live_id, chunk,
+                            tuple(rejections) if start == 0 else ())
+            began = time.perf_counter()
+            ack = self._port_call("report", lambda r=report: self.port.report(r))
+            self.stats.report_s.append(time.perf_counter() - began)
+            self.stats.reports += 1
+            self.stats.deltas_reported += ack.accepted
+            by_arm = {a.arm_id: a for a in (self.current, *self.draining) if a is not None}
+            for delta in chunk:
+                owner = by_arm.get(delta.arm_id)
+                if owner is not None:
+                    owner.acked[delta.key] = (delta.mean, delta.var, delta.n)
+        self._last_ack = ack
+        return ack
+
+    def _drop_drained(self, hour: int) -> None:
+        keep = []
+        for arm in self.draining:
+            assert arm.stopped_hour is not None
+            done = arm.feed.complete_before(arm.stopped_hour) \
+                or hour > arm.stopped_hour + self.arms_spec.late_data_hours
+            if not done:
+                keep.append(arm)
+        self.draining = keep
+
+    # ------------------------------------------------------------- hourly
+    def _hourly(self, hour: int, ack: ReportAck | None) -> None:
+        arm = self.current
+        if arm is not None:
+            p_feasible = ack.p_feasible if ack is not None else None
+            reason = stop_reason(self.arms_spec, hour - arm.launched_hour,
+                                 arm.feed.hours_complete, p_feasible)
+            if reason is not None:
+                began = time.perf_counter()
+                self._stop(arm, hour, reason)
+                self._launch_next(hour)
+                self.stats.relaunch_s.append(time.perf_counter() - began)
+                return
+        if self.current is None:
+            self._launch_next(hour)
+
+    def _launch_next(self, hour: int) -> None:
+        seq = self.next_seq
+        began = time.perf_counter()
+        reply: SampleReply = self._port_call(
+            "sample", lambda: self.port.sample(self.slot, seq, hour))
+        self.stats.sample_s.append(time.perf_counter() - began)
+        self.next_seq = seq + 1
+        arm = _Arm(reply.arm_id, dict(reply.params), reply.launched_hour,
+                   ArmFeed(reply.arm_id, self.metrics, reply.launched_hour))
+        self.current = arm
+        self.stats.arms.append((arm.arm_id, arm.launched_hour, None, None))
+        if not self._backend_call("launch", lambda: self.backend.launch(arm.arm_id, arm.params)):
+            self._backend_call("stop", lambda: self.backend.stop(arm.arm_id))
+            self._retire(arm, hour, STOP_LAUNCH_FAILED)
+            self.current = None
+
+    def _stop(self, arm: _Arm, hour: int, reason: str) -> None:
+        self._backend_call("stop", lambda: self.backend.stop(arm.arm_id))
+        self._retire(arm, hour, reason)
+        self.draining.append(arm)
+        self.current = None
+
+    def _give_up(self, arm: _Arm, hour: int) -> None:
+        """Repeated fetch failures: stop the arm (if live) and stop polling it."""
+        if arm is self.current:
+            self._backend_call("stop", lambda: self.backend.stop(arm.arm_id))
+            self._retire(arm, hour, STOP_BACKEND_ERROR)
+            self.current = None
+        else:
+            self.draining = [a for a in self.draining if a is not arm]
+
+    def _retire(self, arm: _Arm, hour: int, reason: str) -> None:
+        self._port_call("retire", lambda: self.port.retire(self.slot, arm.arm_id, reason, hour))
+        arm.stopped_hour, arm.stop_reason = hour, reason
+        self.stats.arms = [(a, launched, hour, reason) if a == arm.arm_id else (a, launched, s, r)
+                           for a, launched, s, r in self.stats.arms]
+
+    # ------------------------------------------------------------ retries
+    def _backoff(self, attempt: int) -> float:
+        s = self.settings
+        return min(s.max_backoff_s, s.initial_backoff_s * (2 ** attempt))
+
+    def _backend_call(self, what: str, call: Callable[[], Any]) -> bool:
+        """Try a backend call with backoff; returns False after the last failure."""
+        attempts = self.settings.backend_attempts
+        for attempt in range(attempts):
+            try:
+                call()
+                return True
+            except Exception as exc:  # noqa: BLE001 - any platform error
+                self.stats.backend_errors += 1
+                logger.warning("Slot %d: backend %s failed (attempt %d/%d): %s", self.slot,
+                               what, attempt + 1, attempts, exc)
+                if attempt + 1 < attempts:
+                    self._sleep(self._backoff(attempt))
+        return False
+
+    def _port_call(self, what: str, call: Callable[[], T]) -> T:
+        """Call the central actor until it answers; permanent errors propagate."""
+        attempt = 0
+        while True:
+            try:
+                return call()
+            except HzRayError as exc:
+                if not isinstance(exc, TransientError):
+                    raise
+                error: Exception = exc
+            except (RayError, TimeoutError, ConnectionError) as exc:
+                error = exc
+            self.stats.port_retries += 1
+            logger.info("Slot %d: %s to the central actor failed (%s); retrying.", self.slot,
+                        what, type(error).__name__)
+            self._sleep(self._backoff(attempt))
+            attempt += 1
+
+
+# ---------------------------------------------------------------------------- Ray shell
+
+
+class ActorPosteriorPort:
+    """A :class:`PosteriorPort` over a Ray actor handle.
+
+    Ray-level failures (the actor restarting, a timeout) become
+    :class:`~hz_ray.errors.TransientError`; errors raised by the service
+    itself keep their hz-ray type (Ray re-raises them as subclasses).
+
+    Args:
+        handle: The posterior actor.
+        timeout_s: Longest wait for one answer.
+    """
+
+    def __init__(self, handle: Any, timeout_s: float = 120.0) -> None:
+        self.handle = handle
+        self.timeout_s = timeout_s
+
+    def _get(self, ref: Any) -> Any:
+        try:
+            return ray.get(ref, timeout=self.timeout_s)
+        except HzRayError:
+            raise
+        except (RayError, TimeoutError) as exc:
+            raise TransientError(f"central actor call failed: {type(exc).__name__}: {exc}",
+                                 "Retried with backoff until the actor is back.") from exc
+
+    def slot_state(self, slot: int) -> SlotState:
+        """See :class:`PosteriorPort`."""
+        return self._get(self.handle.slot_state.remote(slot))
+
+    def sample(self, slot: int, seq: int, hour: int) -> SampleReply:
+        """See :class:`PosteriorPort`."""
+        return self._get(self.handle.sample.remote(slot, seq, hour))
+
+    def report(self, report: Report) -> ReportAck:
+        """See :class:`PosteriorPort`."""
+        return self._get(self.handle.report.remote(report))
+
+    def retire(self, slot: int, arm_id: str, reason: str, hour: int) -> bool:
+        """See :class:`PosteriorPort`."""
+        return self._get(self.handle.retire.remote(slot, arm_id, reason, hour))
+
+
+BackendFactory = Callable[[Clock], ArmBackend]
+
+
+class ArmWorker:
+    """The Ray actor shell of one slot: builds the backend here, then runs the slot loop.
+
+    Args:
+        slot: The slot index.
+        config: The tuning job (only its arm settings and metrics are used).
+        posterior: The central actor's handle.
+        backend_factory: ``factory(clock) -> ArmBackend``, called in this
+            process (backends need not be picklable; the factory must be).
+        settings: Loop knobs.
+    """
+
+    def __init__(self, slot: int, config: TuningConfig, posterior: Any,
+                 backend_factory: BackendFactory,
+                 settings: RunnerSettings | None = None) -> None:
+        self.slot = slot
+        self.config = config
+        self.posterior = posterior
+        self.backend_factory = backend_factory
+        self.settings = settings
+        self._runner: ArmSlotRunner | None = None
+
+    def ready(self) -> Mapping[str, Any]:
+        """Where the worker runs: pid, node id, whether torch was imported."""
+        return {"slot": self.slot, "pid": os.getpid(), "node_id": _node_id(),
+                "torch_imported": "torch" in sys.modules}
+
+    def run(self, clock: Clock, hours: int) -> WorkerStats:
+        """Run the slot until job hour ``hours``; rerun by Ray after a crash, it resumes."""
+        backend = self.backend_factory(clock)
+        runner = ArmSlotRunner(self.slot, ActorPosteriorPort(self.posterior), backend, clock,
+                               self.config.arms, self.config.metrics, self.settings)
+        runner.stats.node_id = _node_id()
+        self._runner = runner
+        return runner.run(hours)
+
+    def stats(self) -> WorkerStats | None:
+        """The slot's stats so far (``None`` before ``run``)."""
+        return None if self._runner is None else self._runner.stats.copy()
+
+    def request_stop(self) -> None:
+        """Make ``run`` return at its next wait."""
+        if self._runner is not None:
+            self._runner.request_stop()
+
+    def get_pid(self) -> int:
+        """The worker's process id (tests kill it to check recovery)."""
+        return os.getpid()
+
+
+def _node_id() -> str:
+    try:
+        return ray.get_runtime_context().get_node_id()
+    except Exception:  # noqa: BLE001 - outside Ray
+        return ""
+
+
+def arm_worker_class(options: ArmWorkerOptions | None = None) -> Any:
+    """``ray.remote(**options)(ArmWorker)``: the one place worker options are applied."""
+    opts = options if options is not None else ArmWorkerOptions()
+    return ray.remote(**opts.ray_options())(ArmWorker)

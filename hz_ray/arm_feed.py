@@ -9,12 +9,13 @@ reason (never dropped), each one once.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from hz_ray.delta import reading_to_delta
 from hz_ray.errors import HzRayError
-from hz_ray.records import HourlyDelta, HourlyReading
+from hz_ray.records import HourlyDelta, HourlyReading, InvalidReading
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class ArmFeed:
     metrics: tuple[str, ...]
     first_hour: int
     _received: dict[int, set[str]] = field(default_factory=dict)
-    _rejected_keys: set[tuple[str, int]] = field(default_factory=set)
+    _rejected_keys: set[tuple[str, object]] = field(default_factory=set)
 
     @property
     def since_hour(self) -> int:
@@ -59,7 +60,7 @@ class ArmFeed:
         return self.since_hour >= hour
 
     def absorb(
-        self, readings: Iterable[HourlyReading]
+        self, readings: Iterable[HourlyReading | InvalidReading]
     ) -> tuple[list[HourlyDelta], list[FeedRejection]]:
         """Turn fetched readings into deltas.
 
@@ -73,6 +74,13 @@ class ArmFeed:
         deltas: list[HourlyDelta] = []
         rejections: list[FeedRejection] = []
         for reading in readings:
+            if isinstance(reading, InvalidReading):
+                raw_key = ("invalid", json.dumps(dict(reading.payload), sort_keys=True,
+                                                 default=str))
+                if raw_key not in self._rejected_keys:
+                    self._rejected_keys.add(raw_key)
+                    rejections.append(FeedRejection(dict(reading.payload), reading.reason))
+                continue
             key = (getattr(reading, "metric", "?"), getattr(reading, "hour", -1))
             reason = self._problem(reading)
             if reason is None:
@@ -119,11 +127,3 @@ def _payload(reading: object) -> dict:
         return {"arm_id": reading.arm_id, "hour": reading.hour, "metric": reading.metric,
                 "test": vars(reading.test), "control": vars(reading.control)}
     return {"repr": repr(reading)[:500]}
-
-
-def deltas_by_arm(deltas: Sequence[HourlyDelta]) -> dict[str, list[HourlyDelta]]:
-    """Group deltas by arm id, preserving order."""
-    out: dict[str, list[HourlyDelta]] = {}
-    for d in deltas:
-        out.setdefault(d.arm_id, []).append(d)
-    return out

@@ -180,3 +180,21 @@ class Recommendation:
     def is_control(self) -> bool:
         """True when the readout recommends keeping the production weights."""
         return self.arm_id == CONTROL_ARM_ID
+
+
+@dataclass(frozen=True)
+class InvalidReading:
+    """A platform row that could not become an :class:`HourlyReading`.
+
+    Backends return it in place of the reading, so the row is kept in the
+    event log with its reason instead of being dropped or stopping the arm.
+
+    Attributes:
+        arm_id: The arm the row was fetched for.
+        payload: The raw row, JSON-able.
+        reason: Why it was rejected (the validation error's text).
+    """
+
+    arm_id: str
+    payload: Mapping[str, object]
+    reason: str

@@ -52,7 +52,8 @@ def test_fetch_parses_good_rows_and_keeps_bad_ones_with_a_reason(tmp_path):
     reasons = " | ".join(b.reason for b in bad)
     assert "'mean' must be a finite number" in reasons
     assert "'control.mean' must be non-zero" in reasons
-    assert [r.hour for r in backend.fetch("arm-1", since_hour=3) if isinstance(r, HourlyReading)] == [3]
+    later = backend.fetch("arm-1", since_hour=3)
+    assert [r.hour for r in later if isinstance(r, HourlyReading)] == [3]
 
 
 def test_run_local_over_a_file_drop_logs_rejections_and_learns(tmp_path):

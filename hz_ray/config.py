@@ -163,6 +163,9 @@ class ArmsSpec:
             this (it is probably harming users). 0 disables early stops.
         late_data_hours: Hours a stopped arm is still polled for late
             publications of the hours it was live.
+        synchronous: Launch arms in batches and wait until every arm of a
+            batch has stopped before the next (the paper's synchronous
+            ablation). False (asynchronous slots) is the method.
     """
 
     slots: int = 8
@@ -170,6 +173,7 @@ class ArmsSpec:
     max_hours: int = 24
     guardrail_stop_probability: float = 0.05
     late_data_hours: int = 24
+    synchronous: bool = False
 
     def validate(self, where: str) -> None:
         """Raise ConfigError unless the spec is well-formed."""
@@ -186,6 +190,8 @@ class ArmsSpec:
                  "a probability in [0, 0.5)", "0 disables early guardrail stops.")
         _require(_is_int(self.late_data_hours) and self.late_data_hours >= 0,
                  f"{where}.late_data_hours", self.late_data_hours, "an integer >= 0")
+        _require(isinstance(self.synchronous, bool), f"{where}.synchronous", self.synchronous,
+                 "true or false")
 
 
 @dataclass(frozen=True)

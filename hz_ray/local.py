@@ -32,6 +32,7 @@ from hz_ray.storage import EventLog, load_checkpoint, replay_into, save_checkpoi
 
 logger = logging.getLogger(__name__)
 CHECKPOINT_NAME = "checkpoint.json"
+OptimizerFactory = Callable[[TuningConfig], Optimizer]
 LOG_DIR_NAME = "log"
 
 
@@ -77,17 +78,20 @@ class LocalDriver:
         clock: Shared with the backend; advanced by the driver when it is a
             :class:`SimClock`.
         run_dir: Folder for the event log and the checkpoint.
+        optimizer_factory: Builds the optimiser from the config (default
+            :class:`Optimizer`); benchmarks plug baselines in here.
     """
 
     def __init__(self, config: TuningConfig, backend: ArmBackend, clock: Clock,
-                 run_dir: Path) -> None:
+                 run_dir: Path, optimizer_factory: OptimizerFactory | None = None) -> None:
         self.config = config
         self.backend = backend
         self.clock = clock
         self.run_dir = run_dir
         self.log = EventLog(run_dir / LOG_DIR_NAME)
         self.checkpoint_path = run_dir / CHECKPOINT_NAME
-        self.optimizer = Optimizer(config)
+        self.optimizer_factory = optimizer_factory or Optimizer
+        self.optimizer = self.optimizer_factory(config)
         self.arms: dict[str, _ArmState] = {}
         self.recommendations: list[tuple[int, Recommendation]] = []
         self.rejected = 0
@@ -110,7 +114,7 @@ class LocalDriver:
         state = load_checkpoint(self.checkpoint_path)
         if state is None:
             return None
-        self.optimizer = Optimizer.from_state_dict(state["optimizer"])
+        self.optimizer = type(self.optimizer).from_state_dict(state["optimizer"])
         replay_into(self.optimizer.ledger, self.log, since_seq=state["log_seq"])
         self.optimizer.refresh()
         self.arms = {raw["arm_id"]: _ArmState.from_json(raw) for raw in state["arms"]}
@@ -164,10 +168,12 @@ class LocalDriver:
     def _launch(self, hour: int) -> list[str]:
         live = [a.arm_id for a in self.arms.values() if a.stopped_hour is None]
         free = self.config.arms.slots - len(live)
-        if free <= 0:
+        if free <= 0 or (self.config.arms.synchronous and live):
             return []
         launched = []
-        for suggestion in self.optimizer.suggest(free, live_arms=live, salt=hour):
+        for _ in range(free):
+            # One slot at a time: each launched arm is a pending observation for the next.
+            suggestion = self.optimizer.suggest(1, live_arms=live, salt=hour)[0]
             arm_id = f"arm-{len(self.arms):04d}"
             params = dict(suggestion.params)
             self.optimizer.register_arm(arm_id, params, hour)
@@ -177,6 +183,7 @@ class LocalDriver:
             self.arms[arm_id] = _ArmState(arm_id, params, hour,
                                           ArmFeed(arm_id, self.optimizer.metrics, hour))
             launched.append(arm_id)
+            live.append(arm_id)
         return launched
 
     def step(self, hour: int) -> HourProgress:
@@ -226,6 +233,7 @@ def run_local(
     run_dir: str | Path | None = None,
     resume: bool = False,
     progress: Callable[[HourProgress], None] | None = None,
+    optimizer_factory: OptimizerFactory | None = None,
 ) -> RunResult:
     """Run a tuning job in this process, one job hour per step.
 
@@ -241,6 +249,8 @@ def run_local(
             temporary folder).
         resume: Continue from ``run_dir``'s checkpoint and log.
         progress: Called after every hour with an :class:`HourProgress`.
+        optimizer_factory: Builds the optimiser (default :class:`Optimizer`);
+            benchmarks use it to drive baselines through the same loop.
 
     Returns:
         The :class:`RunResult`, with the recommendation after every hour.
@@ -253,7 +263,7 @@ def run_local(
     clock = clock if clock is not None else SimClock()
     folder = Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp(prefix="hz-ray-"))
     folder.mkdir(parents=True, exist_ok=True)
-    driver = LocalDriver(config, backend, clock, folder)
+    driver = LocalDriver(config, backend, clock, folder, optimizer_factory)
     hour = current_hour(clock)
     next_hour = driver.restore() if resume else None
     if next_hour is None:

@@ -186,10 +186,22 @@ class Optimizer:
 
     # ----------------------------------------------------------------- data
     def _initial_bucket(self) -> torch.Tensor:
-        """Scrambled Sobol points (``bucket_size x dim``), seeded."""
-        engine = torch.quasirandom.SobolEngine(
-            self.space.dim, scramble=True, seed=self.config.optimizer.seed)
-        return engine.draw(self.config.optimizer.bucket_size, dtype=DTYPE)
+        """The initial candidates, ``bucket_size x dim``, seeded.
+
+        Half scrambled Sobol points over the whole cube (global search), half
+        a Gaussian cloud around the control (sd ``local_scale`` in cube units).
+        Guardrails relative to control usually leave a small feasible region
+        around the production weights, so the local half finds the first
+        feasible lifts early while the global half keeps exploring.
+        """
+        opt = self.config.optimizer
+        n_local = opt.bucket_size // 2
+        engine = torch.quasirandom.SobolEngine(self.space.dim, scramble=True, seed=opt.seed)
+        global_points = engine.draw(opt.bucket_size - n_local, dtype=DTYPE)
+        generator = torch.Generator().manual_seed(opt.seed)
+        noise = torch.randn(n_local, self.space.dim, generator=generator, dtype=DTYPE)
+        local_points = (self.space.control_point() + opt.local_scale * noise).clamp(0.0, 1.0)
+        return torch.cat([global_points, local_points])
 
     def register_arm(
         self, arm_id: str, params: Mapping[str, float], hour: int | None = None
@@ -423,7 +435,21 @@ class Optimizer:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise field_error(StateError, "n", n, "an integer >= 1")
         plan = self.plan(live_arms, salt)
-        return [s for _, s in plan.choose(n, self.space, seed=plan.seed + 1)]
+        return [s for _, s in plan.choose(n, self.space, seed=plan.seed + 1,
+                                          exclude=self._live_candidates(plan, live_arms))]
+
+    def _live_candidates(self, plan: SelectionPlan, live_arms: Sequence[str]) -> list[int]:
+        """Indices of candidates whose weights are already live in some slot.
+
+        Traffic in proportion to Thompson picks is spread over time (a picked
+        arm is re-run after it stops), not by running copies side by side.
+        """
+        arms = self.ledger.arms
+        live_X = self.space.encode_many([arms[a].params for a in live_arms if a in arms])
+        if live_X.shape[0] == 0:
+            return []
+        distance = torch.cdist(plan.candidates, live_X).min(dim=1).values
+        return [int(i) for i in torch.nonzero(distance < 1e-9).flatten()]
 
     # ------------------------------------------------------------ recommend
     def recommend(self) -> Recommendation:

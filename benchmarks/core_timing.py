@@ -18,6 +18,7 @@ Prints a table and writes JSON.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -65,8 +66,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--draws", type=int, default=1000)
     parser.add_argument("--candidates", type=int, nargs="+",
                         default=[256, 512, 1024, 2048, 4096])
+    parser.add_argument("--pathwise-features", type=int, nargs="+",
+                        default=[PATHWISE_NUM_FEATURES],
+                        help="random Fourier feature counts to time for pathwise draws")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (default: torch's own choice)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/core_timing.json"))
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
 
     metric_names = [f"m{j}" for j in range(args.metrics)]
     rows = []
@@ -91,25 +99,29 @@ def main(argv: list[str] | None = None) -> int:
     b = torch.full((args.metrics - 1,), -0.01, dtype=DTYPE)
     for N in args.candidates:
         cands = torch.rand(N, args.dim, generator=torch.Generator().manual_seed(N), dtype=DTYPE)
-        for method in ("exact", "pathwise"):
+        variants = [("exact", None)] + [("pathwise", f) for f in args.pathwise_features]
+        for method, features in variants:
+            snap = snapshot if features is None else dataclasses.replace(
+                snapshot, num_features=features)
             split = {"sample": [], "pick": []}
 
-            def select(r, cands=cands, method=method, split=split):
+            def select(r, cands=cands, method=method, split=split, snap=snap):
                 t0 = time.perf_counter()
-                draws = snapshot.sample(cands, args.draws, seed=r, method=method)
+                draws = snap.sample(cands, args.draws, seed=r, method=method)
                 t1 = time.perf_counter()
                 pick_counts(draws, w, G, b)
                 split["sample"].append(t1 - t0)
                 split["pick"].append(time.perf_counter() - t1)
 
             med, times = median_time(select, args.repeats)
-            rows.append({"task": "thompson_select", "method": method, "candidates": N,
+            label = method if features is None else f"{method}/F={features}"
+            rows.append({"task": "thompson_select", "method": label, "candidates": N,
                          "draws": args.draws, "n_train": args.train_points,
                          "metrics": args.metrics, "dim": args.dim, "median_s": med,
                          "times_s": times,
                          "median_sample_s": statistics.median(split["sample"]),
                          "median_pick_s": statistics.median(split["pick"])})
-            print(f"select    N={N:5d}  K={args.draws}  {method:8s}: median {med:8.3f} s "
+            print(f"select    N={N:5d}  K={args.draws}  {label:16s}: median {med:8.3f} s "
                   f"(sample {statistics.median(split['sample']):.3f}, "
                   f"pick {statistics.median(split['pick']):.3f})", flush=True)
 
@@ -119,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
+        "load_average_1m_at_end": os.getloadavg()[0],
         "exact_sample_limit": EXACT_SAMPLE_LIMIT,
         "pathwise_num_features": PATHWISE_NUM_FEATURES,
         "repeats": args.repeats,
@@ -128,9 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps({"environment": env, "results": rows}, indent=2) + "\n")
 
     print()
-    print(f"{'task':16s} {'method':9s} {'n_train':>7s} {'N':>6s} {'K':>5s} {'median s':>9s}")
+    print(f"{'task':16s} {'method':16s} {'n_train':>7s} {'N':>6s} {'K':>5s} {'median s':>9s}")
     for row in rows:
-        print(f"{row['task']:16s} {row.get('method', '-'):9s} {row['n_train']:7d} "
+        print(f"{row['task']:16s} {row.get('method', '-'):16s} {row['n_train']:7d} "
               f"{row.get('candidates', '-')!s:>6s} {row.get('draws', '-')!s:>5s} "
               f"{row['median_s']:9.3f}")
     print(f"\n{env['torch_threads']} torch threads, {env['cpu_count']} CPUs; wrote {args.out}")

@@ -44,7 +44,7 @@ def find_optimum(
     n_samples: int = 4096,
     n_polish: int = 4,
     seed: int = 0,
-    method: str = "COBYQA",
+    method: str = "auto",
 ) -> Optimum:
     """Search the world's box for the best feasible point of ``problem``.
 
@@ -57,8 +57,9 @@ def find_optimum(
         n_polish: Best points (feasible first) polished with COBYQA.
         seed: Seed of the scrambled Sobol sequence.
         method: SciPy polish method: ``"COBYQA"`` (derivative-free; right for
-            piecewise-constant ranking worlds) or ``"SLSQP"`` (finite
-            differences; faster on smooth worlds).
+            piecewise-constant ranking worlds), ``"SLSQP"`` (finite
+            differences; faster on smooth worlds) or ``"auto"`` (COBYQA when
+            ``world.piecewise_constant``, else SLSQP).
 
     Returns:
         The best feasible point found, or the least-violating one (with
@@ -69,8 +70,10 @@ def find_optimum(
     """
     from scipy.stats import qmc
 
+    if method == "auto":
+        method = "COBYQA" if world.piecewise_constant else "SLSQP"
     if method not in ("COBYQA", "SLSQP"):
-        raise field_error(ConfigError, "method", method, "'COBYQA' or 'SLSQP'")
+        raise field_error(ConfigError, "method", method, "'auto', 'COBYQA' or 'SLSQP'")
     problem = problem or world.default_problem
     problem.check(world.metrics)
     fixed = dict(fixed or {})

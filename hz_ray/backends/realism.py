@@ -102,6 +102,8 @@ class RealismConfig:
     novelty_metrics: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if isinstance(self.novelty_metrics, list):  # from YAML / JSON
+            object.__setattr__(self, "novelty_metrics", tuple(self.novelty_metrics))
         for f in fields(self):
             value = getattr(self, f.name)
             if f.type in ("bool",) and not isinstance(value, bool):
@@ -200,7 +202,7 @@ class HourlyEnvironment:
     def _shock_row(self, hour: int) -> np.ndarray:
         """Return the ``(J + 1,)`` log-shocks of ``hour``, extending the AR(1) path as needed."""
         if hour >= len(self._shocks):
-            self._extend(hour + 1)
+            self._extend((hour // _SHOCK_CHUNK + 1) * _SHOCK_CHUNK)
         return self._shocks[hour]
 
     def _extend(self, length: int) -> None:

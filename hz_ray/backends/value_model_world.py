@@ -60,6 +60,7 @@ class ValueModelWorld(World):
 
     name = "value_model"
     scale_invariant = True
+    piecewise_constant = True
 
     def __init__(self, seed: int = 0, *, n_requests: int = 3000, n_items: int = 50,
                  top_k: int = 8, sessions_per_hour: float = 2.0,

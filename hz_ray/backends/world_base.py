@@ -101,6 +101,8 @@ class World(ABC):
         scale_invariant: True when ``true_deltas(c * w) == true_deltas(w)`` for
             every ``c > 0`` (a ranker that only uses the order of its scores).
         default_problem: The objective and guardrails this world is meant for.
+        piecewise_constant: True when deltas move in tiny steps (a ranking of a
+            finite pool), so derivative-based search does not apply.
     """
 
     name: str
@@ -112,6 +114,7 @@ class World(ABC):
     base_levels: Mapping[str, float]
     unit_cv: Mapping[str, float]
     scale_invariant: bool = False
+    piecewise_constant: bool = False
     default_problem: BenchmarkProblem
 
     def __init__(self) -> None:

@@ -29,6 +29,7 @@ from hz_ray.optimizer import Optimizer
 from hz_ray.records import Recommendation
 from hz_ray.result import ArmSummary, RunResult
 from hz_ray.storage import EventLog, load_checkpoint, replay_into, save_checkpoint
+from hz_ray.torch_threads import torch_threads
 
 logger = logging.getLogger(__name__)
 CHECKPOINT_NAME = "checkpoint.json"
@@ -264,6 +265,12 @@ def run_local(
     folder = Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp(prefix="hz-ray-"))
     folder.mkdir(parents=True, exist_ok=True)
     driver = LocalDriver(config, backend, clock, folder, optimizer_factory)
+    with torch_threads(1):
+        return _drive(driver, clock, hours, resume, progress)
+
+
+def _drive(driver: LocalDriver, clock: Clock, hours: int, resume: bool,
+           progress: Callable[[HourProgress], None] | None) -> RunResult:
     hour = current_hour(clock)
     next_hour = driver.restore() if resume else None
     if next_hour is None:

@@ -27,3 +27,14 @@ def small_config_mapping(**overrides):
 @pytest.fixture
 def small_config():
     return config_from_mapping(small_config_mapping())
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _single_threaded_torch():
+    """GP fits are small; on 2 busy cores one intra-op thread is much faster."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -2,8 +2,9 @@
 
 - :func:`run_on_ray` (``actors.driver``): run a job on an embedded or a running
   Ray cluster; returns the same ``RunResult`` as ``run_local``.
-- :class:`PosteriorService` / ``PosteriorActor`` (``actors.posterior``): the
-  central actor holding the GP posterior.
+- :class:`PosteriorService` (``actors.posterior_service``) /
+  ``PosteriorActor`` (``actors.posterior``): the central actor holding the GP
+  posterior.
 - :class:`ArmSlotRunner` / ``ArmWorker`` (``actors.arm_worker``): one live arm
   slot per worker; imports no torch.
 
@@ -21,7 +22,7 @@ _EXPORTS = {
     "RayDriver": "actors.driver",
     "RayRun": "actors.driver",
     "DefaultBackendFactory": "actors.driver",
-    "PosteriorService": "actors.posterior",
+    "PosteriorService": "actors.posterior_service",
     "PosteriorActor": "actors.posterior",
     "posterior_actor_class": "actors.posterior",
     "start_posterior_actor": "actors.posterior",

@@ -12,16 +12,18 @@ stays small, and 64 of them fit on a laptop.
 The loop, on the job clock (an :class:`~hz_ray.clock.AcceleratedClock` for
 simulated worlds, a :class:`~hz_ray.clock.WallClock` for a live platform):
 
-1. At each poll (every ``poll_interval_hours``, aligned so hour boundaries
-   are polls) fetch every arm of the slot that may still publish (the live one
-   and stopped ones within ``late_data_hours``) from its cursor, turn readings
-   into deltas with :class:`~hz_ray.arm_feed.ArmFeed`, and report the ones not
-   yet acknowledged, retrying until the central actor acknowledges them.
-2. Once per job hour, decide the live arm's lifecycle with
+1. At each poll (every ``poll_interval_hours``, on a grid offset by a per-slot
+   phase so that many workers do not wake at once) fetch every arm of the slot
+   that may still publish (the live one and stopped ones within
+   ``late_data_hours``) from its cursor, turn readings into deltas with
+   :class:`~hz_ray.arm_feed.ArmFeed`, buffer the ones not yet acknowledged and
+   report them. What is not acknowledged stays buffered and is sent again at
+   the next poll: the loop never blocks on the central actor.
+2. At the first poll of each job hour, decide the live arm's lifecycle with
    :func:`~hz_ray.lifecycle.stop_reason` (its age, its complete hours, and the
    posterior P(feasible) carried by the ack); if it ends, stop it on the
-   backend, retire it centrally and immediately ask for the next sample and
-   launch it.
+   backend at once, retire it centrally, ask for the next sample and launch it
+   (a step the central actor cannot answer now is retried at the next poll).
 
 Backend calls are retried with exponential backoff; after repeated failure the
 arm is stopped (best effort), retired with reason ``"backend_error"`` (or
@@ -52,7 +54,7 @@ from actors.messages import (
     SampleReply,
     SlotState,
 )
-from actors.options import ArmWorkerOptions
+from actors.options import POSTERIOR_ACTOR_NAME, ArmWorkerOptions
 from hz_ray.arm_feed import ArmFeed
 from hz_ray.backends.base import ArmBackend
 from hz_ray.clock import AcceleratedClock, Clock
@@ -64,6 +66,7 @@ from hz_ray.records import HourlyDelta
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 _EPS_HOURS = 1e-9
+_GOLDEN = 0.6180339887498949  # slot phases k * golden mod 1 are evenly spread
 
 
 class PosteriorPort(Protocol):
@@ -99,6 +102,12 @@ class RunnerSettings:
             which it is stopped and the slot moves on.
         initial_backoff_s: First wait between retries (wall seconds); doubles.
         max_backoff_s: Longest wait between retries.
+        spread_polls: Offset each slot's poll grid by a slot-dependent phase in
+            ``[0, poll_interval_hours)``, so that many workers do not all wake
+            (and report) at the same instant; each slot still decides once per
+            job hour, at its first poll of the hour.
+        port_timeout_s: Longest wait for one answer of the central actor (Ray
+            port); a call that times out is retried at the next poll.
     """
 
     poll_interval_hours: float = 0.25
@@ -107,6 +116,8 @@ class RunnerSettings:
     fetch_failures_to_give_up: int = 5
     initial_backoff_s: float = 0.05
     max_backoff_s: float = 2.0
+    spread_polls: bool = True
+    port_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
         p = self.poll_interval_hours
@@ -118,7 +129,7 @@ class RunnerSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise field_error(ConfigError, name, value, "an integer >= 1")
-        for name in ("initial_backoff_s", "max_backoff_s"):
+        for name in ("initial_backoff_s", "max_backoff_s", "port_timeout_s"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) \
                     or not math.isfinite(value) or value < 0:
@@ -141,7 +152,8 @@ class WorkerStats:
         relaunch_s: Wall seconds from a stop decision to the next launch.
         sample_s: Wall seconds of each sample request.
         report_s: Wall seconds of each report call (until acknowledged).
-        tick_lag_s: Wall seconds by which each hourly cycle started late.
+        tick_lag_s: Wall seconds by which each hourly cycle started after its
+            scheduled poll (the hour boundary plus the slot's poll phase).
         reports: Report calls acknowledged.
         deltas_reported: Deltas acknowledged as accepted.
         port_retries: Calls to the central actor that had to be retried.
@@ -195,6 +207,12 @@ class _StopRequestedError(Exception):
 class ArmSlotRunner:
     """The loop of one arm slot (plain class; the Ray actor just calls :meth:`run`).
 
+    The loop never blocks on the central actor: a report, retirement or sample
+    request that fails (the actor is restarting, a timeout) is kept and tried
+    again at the next poll, while the slot keeps polling its platform, buffering
+    deltas and stopping arms whose hours are up on time. Nothing is dropped:
+    deltas leave the buffer only when acknowledged.
+
     Args:
         slot: The slot index.
         port: The central actor (or a :class:`PosteriorService` in tests).
@@ -224,7 +242,14 @@ class ArmSlotRunner:
         self.current: _Arm | None = None
         self.draining: list[_Arm] = []
         self.next_seq = 0
-        self._last_ack: ReportAck | None = None
+        self._unacked: dict[tuple[str, str, int], HourlyDelta] = {}
+        self._unacked_rejections: list[FeedRejectionRecord] = []
+        self._to_retire: list[_Arm] = []
+        self._stop_started: float | None = None
+        self._no_launch_before_hour = -1
+        interval = self.settings.poll_interval_hours
+        self.phase_hours = (slot * _GOLDEN) % 1.0 * interval if self.settings.spread_polls \
+            else 0.0
 
     # ------------------------------------------------------------ control
     def request_stop(self) -> None:
@@ -240,6 +265,9 @@ class ArmSlotRunner:
             return self.clock.seconds_until(hours)
         return 0.0
 
+    def _seconds_per_hour(self) -> float:
+        return getattr(self.clock, "seconds_per_hour", 0.0)
+
     # ---------------------------------------------------------------- run
     def run(self, hours: int) -> WorkerStats:
         """Run the slot until job hour ``hours`` (exclusive), then return its stats.
@@ -254,34 +282,48 @@ class ArmSlotRunner:
         try:
             self._resume()
             decided: int | None = None
-            interval = self.settings.poll_interval_hours
+            interval, phase = self.settings.poll_interval_hours, self.phase_hours
             while not self._stop_event.is_set():
                 now = self.clock.now_hours()
-                if now < 0:
-                    self._sleep(self._seconds_until(0.0))
+                if now < 0:  # the job has not started: wake at this slot's first poll
+                    self._sleep(self._seconds_until(phase))
                     continue
                 hour = math.floor(now + _EPS_HOURS)
                 if hour >= hours:
-                    self._poll_and_report(hours - 1, heartbeat=False)
+                    self._finish(hours - 1)
                     break
                 new_hour = decided != hour
                 started = time.perf_counter()
-                ack = self._poll_and_report(hour, heartbeat=new_hour)
+                self._poll(hour)
+                self._send_retirements(hour)
+                ack = self._send_reports(hour, heartbeat=new_hour)
                 if new_hour:
-                    self.stats.tick_lag_s.append(max(0.0, now - hour) * self._seconds_per_hour())
+                    late_hours = max(0.0, now - hour - phase)
+                    self.stats.tick_lag_s.append(late_hours * self._seconds_per_hour())
                     self._hourly(hour, ack)
                     decided = hour
                     self.stats.cycle_s.append(time.perf_counter() - started)
+                elif self.current is None:
+                    self._try_launch(hour)
                 self._drop_drained(hour)
-                next_poll = (math.floor(now / interval + _EPS_HOURS) + 1) * interval
+                next_poll = (math.floor((now - phase) / interval + _EPS_HOURS) + 1) * interval \
+                    + phase
                 self._sleep(self._seconds_until(next_poll))
         except _StopRequestedError:
             pass
         self.stats.torch_imported = "torch" in sys.modules
         return self.stats.copy()
 
-    def _seconds_per_hour(self) -> float:
-        return getattr(self.clock, "seconds_per_hour", 0.0)
+    def _finish(self, hour: int) -> None:
+        """The job's end: a last poll, then deliver everything still unacknowledged."""
+        self._poll(hour)
+        attempt = 0
+        while self._to_retire or self._unacked or self._unacked_rejections:
+            self._send_retirements(hour)
+            self._send_reports(hour, heartbeat=False)
+            if self._to_retire or self._unacked or self._unacked_rejections:
+                self._sleep(self._backoff(attempt))
+                attempt += 1
 
     # ------------------------------------------------------------- resume
     def _resume(self) -> None:
@@ -307,10 +349,8 @@ class ArmSlotRunner:
                 self.draining.append(arm)
 
     # --------------------------------------------------------------- poll
-    def _poll_and_report(self, hour: int, heartbeat: bool) -> ReportAck | None:
-        """Fetch every arm that may still publish; report what is new; returns the ack."""
-        new: list[HourlyDelta] = []
-        rejections: list[FeedRejectionRecord] = []
+    def _poll(self, hour: int) -> None:
+        """Fetch every arm that may still publish; buffer the deltas not yet acknowledged."""
         for arm in [a for a in (self.current, *self.draining) if a is not None]:
             try:
                 readings = self.backend.fetch(arm.arm_id, arm.feed.since_hour)
@@ -326,28 +366,38 @@ class ArmSlotRunner:
             deltas, bad = arm.feed.absorb(readings)
             for delta in deltas:
                 if arm.acked.get(delta.key) != (delta.mean, delta.var, delta.n):
-                    new.append(delta)
-            rejections.extend(FeedRejectionRecord(r.payload, r.reason) for r in bad)
-        if not (new or rejections or heartbeat):
+                    self._unacked[delta.key] = delta
+            self._unacked_rejections.extend(FeedRejectionRecord(r.payload, r.reason)
+                                            for r in bad)
+
+    def _send_reports(self, hour: int, heartbeat: bool) -> ReportAck | None:
+        """Report buffered deltas (one try); returns the last ack, ``None`` if none came."""
+        if not (self._unacked or self._unacked_rejections or heartbeat):
             return None
         live_id = self.current.arm_id if self.current is not None else None
-        ack: ReportAck | None = None
+        pending = list(self._unacked.values())
         step = self.settings.max_batch
-        for start in range(0, max(len(new), 1), step):
-            chunk = tuple(new[start:start + step])
-            report = Report(self.slot, hour, live_id, chunk,
-                            tuple(rejections) if start == 0 else ())
+        ack: ReportAck | None = None
+        for start in range(0, max(len(pending), 1), step):
+            chunk = tuple(pending[start:start + step])
+            rejections = tuple(self._unacked_rejections) if start == 0 else ()
+            report = Report(self.slot, hour, live_id, chunk, rejections)
             began = time.perf_counter()
-            ack = self._port_call("report", lambda r=report: self.port.report(r))
+            got = self._port_try("report", lambda r=report: self.port.report(r))
+            if got is None:
+                return None
+            ack = got
             self.stats.report_s.append(time.perf_counter() - began)
             self.stats.reports += 1
             self.stats.deltas_reported += ack.accepted
+            if start == 0:
+                self._unacked_rejections = []
             by_arm = {a.arm_id: a for a in (self.current, *self.draining) if a is not None}
             for delta in chunk:
+                self._unacked.pop(delta.key, None)
                 owner = by_arm.get(delta.arm_id)
                 if owner is not None:
                     owner.acked[delta.key] = (delta.mean, delta.var, delta.n)
-        self._last_ack = ack
         return ack
 
     def _drop_drained(self, hour: int) -> None:
@@ -362,25 +412,30 @@ class ArmSlotRunner:
 
     # ------------------------------------------------------------- hourly
     def _hourly(self, hour: int, ack: ReportAck | None) -> None:
+        """Once per job hour: end the live arm if its lifecycle is over, fill the slot."""
         arm = self.current
         if arm is not None:
             p_feasible = ack.p_feasible if ack is not None else None
             reason = stop_reason(self.arms_spec, hour - arm.launched_hour,
                                  arm.feed.hours_complete, p_feasible)
             if reason is not None:
-                began = time.perf_counter()
-                self._stop(arm, hour, reason)
-                self._launch_next(hour)
-                self.stats.relaunch_s.append(time.perf_counter() - began)
-                return
+                self._stop_started = time.perf_counter()
+                self._backend_call("stop", lambda: self.backend.stop(arm.arm_id))
+                self._end(arm, hour, reason)
+                self.draining.append(arm)
+                self._send_retirements(hour)
         if self.current is None:
-            self._launch_next(hour)
+            self._try_launch(hour)
 
-    def _launch_next(self, hour: int) -> None:
+    def _try_launch(self, hour: int) -> None:
+        """Ask for the next sample (one try) and launch it; retried at later polls."""
+        if self._to_retire or hour < self._no_launch_before_hour:
+            return  # the slot's previous arm must be retired centrally first
         seq = self.next_seq
         began = time.perf_counter()
-        reply: SampleReply = self._port_call(
-            "sample", lambda: self.port.sample(self.slot, seq, hour))
+        reply = self._port_try("sample", lambda: self.port.sample(self.slot, seq, hour))
+        if reply is None:
+            return
         self.stats.sample_s.append(time.perf_counter() - began)
         self.next_seq = seq + 1
         arm = _Arm(reply.arm_id, dict(reply.params), reply.launched_hour,
@@ -389,29 +444,39 @@ class ArmSlotRunner:
         self.stats.arms.append((arm.arm_id, arm.launched_hour, None, None))
         if not self._backend_call("launch", lambda: self.backend.launch(arm.arm_id, arm.params)):
             self._backend_call("stop", lambda: self.backend.stop(arm.arm_id))
-            self._retire(arm, hour, STOP_LAUNCH_FAILED)
-            self.current = None
+            self._end(arm, hour, STOP_LAUNCH_FAILED)
+            self._send_retirements(hour)
+            self._no_launch_before_hour = hour + 1  # try the platform again next hour
+            return
+        if self._stop_started is not None:
+            self.stats.relaunch_s.append(time.perf_counter() - self._stop_started)
+            self._stop_started = None
 
-    def _stop(self, arm: _Arm, hour: int, reason: str) -> None:
-        self._backend_call("stop", lambda: self.backend.stop(arm.arm_id))
-        self._retire(arm, hour, reason)
-        self.draining.append(arm)
-        self.current = None
+    def _end(self, arm: _Arm, hour: int, reason: str) -> None:
+        """Mark the arm stopped here and queue its central retirement."""
+        arm.stopped_hour, arm.stop_reason = hour, reason
+        if arm is self.current:
+            self.current = None
+        self._to_retire.append(arm)
+        self.stats.arms = [(a, launched, hour, reason) if a == arm.arm_id else (a, launched, s, r)
+                           for a, launched, s, r in self.stats.arms]
+
+    def _send_retirements(self, hour: int) -> None:
+        while self._to_retire:
+            arm = self._to_retire[0]
+            done = self._port_try("retire", lambda a=arm: self.port.retire(
+                self.slot, a.arm_id, a.stop_reason or STOP_BACKEND_ERROR, a.stopped_hour))
+            if done is None:
+                return
+            self._to_retire.pop(0)
 
     def _give_up(self, arm: _Arm, hour: int) -> None:
         """Repeated fetch failures: stop the arm (if live) and stop polling it."""
         if arm is self.current:
             self._backend_call("stop", lambda: self.backend.stop(arm.arm_id))
-            self._retire(arm, hour, STOP_BACKEND_ERROR)
-            self.current = None
+            self._end(arm, hour, STOP_BACKEND_ERROR)
         else:
             self.draining = [a for a in self.draining if a is not arm]
-
-    def _retire(self, arm: _Arm, hour: int, reason: str) -> None:
-        self._port_call("retire", lambda: self.port.retire(self.slot, arm.arm_id, reason, hour))
-        arm.stopped_hour, arm.stop_reason = hour, reason
-        self.stats.arms = [(a, launched, hour, reason) if a == arm.arm_id else (a, launched, s, r)
-                           for a, launched, s, r in self.stats.arms]
 
     # ------------------------------------------------------------ retries
     def _backoff(self, attempt: int) -> float:
@@ -433,21 +498,28 @@ class ArmSlotRunner:
                     self._sleep(self._backoff(attempt))
         return False
 
+    def _port_try(self, what: str, call: Callable[[], T]) -> T | None:
+        """One call to the central actor; ``None`` on a retryable failure."""
+        try:
+            return call()
+        except HzRayError as exc:
+            if not isinstance(exc, TransientError):
+                raise
+            error: Exception = exc
+        except (RayError, TimeoutError, ConnectionError) as exc:
+            error = exc
+        self.stats.port_retries += 1
+        logger.info("Slot %d: %s to the central actor failed (%s); will retry.", self.slot,
+                    what, type(error).__name__)
+        return None
+
     def _port_call(self, what: str, call: Callable[[], T]) -> T:
         """Call the central actor until it answers; permanent errors propagate."""
         attempt = 0
         while True:
-            try:
-                return call()
-            except HzRayError as exc:
-                if not isinstance(exc, TransientError):
-                    raise
-                error: Exception = exc
-            except (RayError, TimeoutError, ConnectionError) as exc:
-                error = exc
-            self.stats.port_retries += 1
-            logger.info("Slot %d: %s to the central actor failed (%s); retrying.", self.slot,
-                        what, type(error).__name__)
+            result = self._port_try(what, call)
+            if result is not None:
+                return result
             self._sleep(self._backoff(attempt))
             attempt += 1
 
@@ -506,7 +578,9 @@ class ArmWorker:
     Args:
         slot: The slot index.
         config: The tuning job (only its arm settings and metrics are used).
-        posterior: The central actor's handle.
+        posterior: The central actor's handle, or the job's Ray namespace to look
+            the actor up by name (survives restarts without pinning the handle
+            in the object store).
         backend_factory: ``factory(clock) -> ArmBackend``, called in this
             process (backends need not be picklable; the factory must be).
         settings: Loop knobs.
@@ -521,17 +595,47 @@ class ArmWorker:
         self.backend_factory = backend_factory
         self.settings = settings
         self._runner: ArmSlotRunner | None = None
+        self._clock: Clock | None = None
+        self._backend: ArmBackend | None = None
 
     def ready(self) -> Mapping[str, Any]:
         """Where the worker runs: pid, node id, whether torch was imported."""
         return {"slot": self.slot, "pid": os.getpid(), "node_id": _node_id(),
                 "torch_imported": "torch" in sys.modules}
 
+    def prepare(self, clock: Clock) -> Mapping[str, Any]:
+        """Build the backend on ``clock`` before the job starts (it may take a while).
+
+        The driver passes a clock whose epoch lies far ahead, prepares every
+        worker, and only then fixes the real epoch in :meth:`run`, so that no
+        worker starts its first hour late because its backend was slow to build.
+        """
+        self._clock = clock
+        self._backend = self.backend_factory(clock)
+        return self.ready()
+
     def run(self, clock: Clock, hours: int) -> WorkerStats:
-        """Run the slot until job hour ``hours``; rerun by Ray after a crash, it resumes."""
-        backend = self.backend_factory(clock)
-        runner = ArmSlotRunner(self.slot, ActorPosteriorPort(self.posterior), backend, clock,
-                               self.config.arms, self.config.metrics, self.settings)
+        """Run the slot until job hour ``hours``; rerun by Ray after a crash, it resumes.
+
+        Args:
+            clock: The job clock (its epoch is the job's start).
+            hours: Job length in job hours.
+        """
+        if self._backend is None or self._clock is None:  # not prepared (e.g. restarted)
+            self._clock, self._backend = clock, self.backend_factory(clock)
+        elif self._clock is not clock and hasattr(self._clock, "epoch_s"):
+            # Start the clock the backend already holds (same object, real epoch).
+            self._clock.epoch_s = clock.epoch_s  # type: ignore[attr-defined]
+            self._clock.seconds_per_hour = clock.seconds_per_hour  # type: ignore[attr-defined]
+        else:
+            self._clock = clock
+        handle = self.posterior
+        if isinstance(handle, str):
+            handle = ray.get_actor(POSTERIOR_ACTOR_NAME, namespace=handle)
+        settings = self.settings if self.settings is not None else RunnerSettings()
+        runner = ArmSlotRunner(self.slot, ActorPosteriorPort(handle, settings.port_timeout_s),
+                               self._backend,
+                               self._clock, self.config.arms, self.config.metrics, settings)
         runner.stats.node_id = _node_id()
         self._runner = runner
         return runner.run(hours)

@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 DRIVER_STATE_NAME = "driver.json"
 _CLOCK_LEAD_S = 0.25
+_PENDING_EPOCH_S = 10**7
 _WATCH_STEP_S = 0.05
 
 
@@ -134,10 +135,15 @@ class RayDriver:
         self.workers = [
             worker_cls.options(name=f"arm-worker-{slot:02d}",
                                namespace=job_namespace(self.config.name)).remote(
-                slot, self.config, self.posterior, self.backend_factory, self.runner_settings)
+                slot, self.config, job_namespace(self.config.name), self.backend_factory,
+                self.runner_settings)
             for slot in range(self.config.arms.slots)
         ]
-        ray.get([w.ready.remote() for w in self.workers], timeout=self.startup_timeout_s)
+        # Build every backend on a clock that has not started yet (epoch far ahead); run()
+        # then fixes the real epoch, so slow backend construction delays no first hour.
+        pending = AcceleratedClock(self.seconds_per_hour, time.time() + _PENDING_EPOCH_S)
+        ray.get([w.prepare.remote(pending) for w in self.workers],
+                timeout=self.startup_timeout_s)
 
     def _job_clock(self) -> AcceleratedClock:
         path = self.run_dir / DRIVER_STATE_NAME

@@ -1,729 +1,135 @@
-"""The central posterior: a plain service class and its thin Ray actor shell.
+"""The central posterior actor: a thin Ray shell around :class:`PosteriorService`.
 
-:class:`PosteriorService` is the whole logic and runs without Ray (unit tests
-drive it directly); :func:`posterior_actor_class` wraps it with
-``ray.remote(**options)`` in one place, Ray Serve's controller pattern.
+The shell only adds what Ray needs: concurrency groups (``report`` in
+``ingest``; ``sample``, ``retire`` and ``slot_state`` in ``sample``; the rest
+in the default pool), restart detection, and the one factory that applies the
+actor options (:func:`posterior_actor_class`, Ray Serve's controller pattern).
 
-Concurrency model
------------------
-The service is called from many threads (a threaded Ray actor with
-concurrency groups ``ingest``, ``sample`` and ``control``), plus one
-background *refresh thread*:
-
-- The request path (:meth:`~PosteriorService.report`,
-  :meth:`~PosteriorService.sample`, :meth:`~PosteriorService.retire`) touches
-  only a *writer* :class:`~hz_ray.ledger.Ledger`, the event log and small
-  dicts, under one short lock. It never touches the GP.
-- Every change is also queued for the refresh thread, which owns a *reader*
-  :class:`~hz_ray.optimizer.Optimizer`: it drains the queue into the reader's
-  own ledger, rebuilds the posterior (``view`` -> ``refresh`` -> ``plan``),
-  assesses the live arms, computes the readout, and swaps the published
-  snapshot (a :class:`_Published`) in one reference assignment.
-- :meth:`~PosteriorService.sample` answers from the newest published
-  :class:`~hz_ray.optimizer.SelectionPlan` (Thompson pick counts over the
-  candidates) and so never waits for a refit. Picking a candidate with
-  probability ``counts / K`` *is* a Thompson sample from the plan's ``K``
-  posterior draws; indices already handed out under the plan are excluded.
-
-Durability
-----------
-Acks are sent only after the events they cover are in a committed Parquet
-part file (group commit: the first waiting thread flushes for everyone). So
-an acknowledged delta or a handed-out arm survives a crash of the process,
-and an unacknowledged one is retried by the worker and de-duplicated by the
-ledger. A restarted actor rebuilds itself in ``__init__`` from the newest
-checkpoint plus the log after it; the checkpoint (written by the refresh
-thread, atomically) only shortens that replay.
+This module itself imports no torch: the service (and with it the GP stack) is
+imported inside the actor's ``__init__``. Ray imports an actor's module
+wherever a handle to it is unpickled, so arm workers and the driver, which hold
+handles, stay free of torch.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
-import math
-import os
-import threading
-import time
-import uuid
-from collections import defaultdict
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 
 from actors.messages import (
-    ArmRecord,
     HourSummary,
     Report,
     ReportAck,
     SampleReply,
     ServiceStatus,
     SlotState,
-    arm_id_for,
-    parse_arm_id,
 )
 from actors.options import POSTERIOR_ACTOR_NAME, PosteriorActorOptions, job_namespace
 from hz_ray.config import TuningConfig
-from hz_ray.errors import HzRayError, InputDataError, StateError, field_error
-from hz_ray.ledger import Ledger
-from hz_ray.optimizer import ArmAssessment, Optimizer, SelectionPlan
-from hz_ray.records import HourlyDelta, Recommendation
+from hz_ray.errors import StateError, field_error
+from hz_ray.records import Recommendation
 from hz_ray.result import ArmSummary
-from hz_ray.storage import EventLog, load_checkpoint, replay_into, save_checkpoint
-from hz_ray.telemetry import Telemetry
 
-logger = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from actors.posterior_service import PosteriorService
 
 CHECKPOINT_NAME = "checkpoint.json"
 LOG_DIR_NAME = "log"
-CHECKPOINT_FORMAT = "hz-ray.posterior/1"
-DEFAULT_CHECKPOINT_INTERVAL_S = 10.0
-DEFAULT_MIN_REFRESH_INTERVAL_S = 0.25
-_REFRESH_ERROR_BACKOFF_S = 1.0
 
 
-@dataclass
-class _Published:
-    """What the refresh thread publishes; replaced as a whole, never edited (but ``used``).
+class PosteriorActor:
+    """The Ray actor of one tuning job's posterior; delegates to :class:`PosteriorService`.
 
-    Attributes:
-        plan: Thompson pick counts over the candidates.
-        used: Candidate indices handed out under ``plan`` (guarded by the service lock).
-        assessments: Live arms' posterior views at this snapshot.
-        recommendation: The readout at this snapshot.
-        version: Data (ledger) version of the snapshot.
-    """
-
-    plan: SelectionPlan
-    assessments: Mapping[str, ArmAssessment]
-    recommendation: Recommendation
-    version: int
-    used: set[int] = field(default_factory=set)
-
-
-def _seed_for(plan_seed: int, arm_id: str) -> int:
-    """A seed for one pick from a plan, stable per (plan, arm id)."""
-    digest = hashlib.sha256(f"{plan_seed}:{arm_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 62) - 1)
-
-
-def _rejection_key(kind: str, *parts: object) -> str:
-    return json.dumps([kind, *parts], sort_keys=True, default=str)
-
-
-class PosteriorService:
-    """The central actor's logic: ingest, Thompson samples, refits, checkpoints, metrics.
-
-    Args:
-        config: The tuning job.
-        run_dir: Folder of the Parquet event log (``log/``) and the checkpoint.
-        restore: Rebuild from ``run_dir``'s checkpoint and log (a restart or a
-            resumed job). Without it ``run_dir`` must not hold a log yet.
-        metrics_port: Serve Prometheus metrics on ``metrics_address:port``
-            (0 picks a free port); ``None`` serves nothing.
-        metrics_address: Interface to bind; loopback by default.
-        checkpoint_interval_s: Minimum wall seconds between checkpoints.
-        min_refresh_interval_s: Minimum wall seconds between posterior
-            rebuilds (they run back to back while data keeps arriving).
-        background: Start the refresh thread (tests may drive
-            :meth:`refresh_now` by hand instead).
-
-    Raises:
-        StateError: ``run_dir`` holds a log but ``restore`` is false, or the
-            checkpoint belongs to another job.
-    """
-
-    def __init__(
-        self,
-        config: TuningConfig,
-        run_dir: str | Path,
-        *,
-        restore: bool = False,
-        metrics_port: int | None = None,
-        metrics_address: str = "127.0.0.1",
-        checkpoint_interval_s: float = DEFAULT_CHECKPOINT_INTERVAL_S,
-        min_refresh_interval_s: float = DEFAULT_MIN_REFRESH_INTERVAL_S,
-        background: bool = True,
-    ) -> None:
-        for name, value in (("checkpoint_interval_s", checkpoint_interval_s),
-                            ("min_refresh_interval_s", min_refresh_interval_s)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not math.isfinite(value) or value < 0:
-                raise field_error(InputDataError, name, value, "a finite number of seconds >= 0")
-        self.config = config
-        self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.checkpoint_path = self.run_dir / CHECKPOINT_NAME
-        self.incarnation = uuid.uuid4().hex[:12]
-        self.pid = os.getpid()
-        self._checkpoint_interval_s = float(checkpoint_interval_s)
-        self._min_refresh_interval_s = float(min_refresh_interval_s)
-
-        self._lock = threading.Lock()          # writer ledger, log appends, dicts below
-        self._commit_lock = threading.Lock()   # one log flusher at a time (group commit)
-        self._gp_lock = threading.Lock()       # the reader optimizer (GP) and checkpoints
-        self._wake = threading.Event()
-        self._closing = threading.Event()
-        self._durable_seq = -1
-
-        self.log = EventLog(self.run_dir / LOG_DIR_NAME)
-        if not restore and self.log.last_seq >= 0:
-            raise StateError(
-                f"run_dir {str(self.run_dir)!r} already holds an event log.",
-                "Pass resume=True to continue that job, or use a new run_dir.")
-        self._reader, self._ledger, replay_from = self._load(restore)
-        self.restored = replay_from is not None
-        self._pending: list[tuple[str, Any]] = []
-        self._arms: dict[str, ArmRecord] = {}
-        self._replies: dict[str, SampleReply] = {}
-        self._next_seq: dict[int, int] = defaultdict(int)
-        self._rejection_keys: set[str] = set()
-        self._rejected_total = 0
-        self._hour_accepted: dict[int, int] = defaultdict(int)
-        self._hour_rejected: dict[int, int] = defaultdict(int)
-        self._hour_launched: dict[int, list[str]] = defaultdict(list)
-        self._hour_stopped: dict[int, list[tuple[str, str]]] = defaultdict(list)
-        self._max_hour = 0
-        if replay_from is not None:
-            self._replay(replay_from)
-        self._durable_seq = self.log.last_seq
-        self._drained_seq = self.log.last_seq
-        self._checkpointed_seq = replay_from if replay_from is not None else -1
-        self._last_checkpoint_t = time.monotonic()
-        self._refreshes = 0
-        self._refits = 0
-        self._refresh_errors = 0
-        self._last_refresh_s: float | None = None
-        self._samples_served = 0
-
-        self.telemetry = Telemetry(config.name)
-        self.metrics_url: str | None = None
-        if metrics_port is not None:
-            endpoint = self.telemetry.serve(int(metrics_port), metrics_address)
-            self.metrics_url = endpoint.url
-        self._published: _Published | None = None
-        self.refresh_now()  # a plan exists before the first sample is served
-        self._thread: threading.Thread | None = None
-        if background:
-            self._thread = threading.Thread(target=self._refresh_loop, name="hz-ray-refresh",
-                                            daemon=True)
-            self._thread.start()
-
-    # ------------------------------------------------------------ restore
-    def _load(self, restore: bool) -> tuple[Optimizer, Ledger, int | None]:
-        """Build the reader optimizer and the writer ledger; return the replay start."""
-        if not restore:
-            reader = Optimizer(self.config)
-            return reader, Ledger.from_state_dict(reader.ledger.state_dict()), None
-        state = load_checkpoint(self.checkpoint_path)
-        since = -1
-        if state is not None:
-            if state.get("format") != CHECKPOINT_FORMAT:
-                raise field_error(StateError, "checkpoint format", state.get("format"),
-                                  repr(CHECKPOINT_FORMAT),
-                                  "Delete the checkpoint; the log alone rebuilds the job.")
-            if state["optimizer"]["config"].get("name") != self.config.name:
-                raise field_error(StateError, "checkpoint job", state["optimizer"]["config"]
-                                  .get("name"), repr(self.config.name),
-                                  "Point run_dir at this job's folder.")
-            reader = Optimizer.from_state_dict(state["optimizer"])
-            ledger = Ledger.from_state_dict(state["optimizer"]["ledger"])
-            since = int(state["log_seq"])
-        else:
-            reader = Optimizer(self.config)
-            ledger = Ledger.from_state_dict(reader.ledger.state_dict())
-        replay_into(ledger, self.log, since_seq=since)
-        replay_into(reader.ledger, self.log, since_seq=since)
-        return reader, ledger, since
-
-    def _replay(self, since: int) -> None:
-        """Rebuild arm records and rejection keys from the whole log (small columns)."""
-        table = self.log.read()
-        kinds = table.column("kind").to_pylist()
-        wanted = {i for i, k in enumerate(kinds)
-                  if k in ("arm_registered", "arm_retired", "delta_rejected")}
-        if not wanted:
-            return
-        rows = table.take(sorted(wanted)).to_pylist()
-        for row in rows:
-            kind, arm_id = row["kind"], row["arm_id"]
-            if kind == "arm_registered":
-                slot_seq = parse_arm_id(arm_id)
-                slot, seq = slot_seq if slot_seq is not None else (-1, -1)
-                self._arms[arm_id] = ArmRecord(arm_id, slot, seq, json.loads(row["params_json"]),
-                                               int(row["hour"] or 0))
-                if slot >= 0:
-                    self._next_seq[slot] = max(self._next_seq[slot], seq + 1)
-            elif kind == "arm_retired" and arm_id in self._arms:
-                record = self._arms[arm_id]
-                if record.live:
-                    self._arms[arm_id] = replace(record, stopped_hour=row["hour"],
-                                                 stop_reason=row["reason"])
-            elif kind == "delta_rejected":
-                self._rejection_keys.add(self._logged_rejection_key(row))
-                self._rejected_total += 1
-        logger.info("Restored %d arms, %d records and %d rejections from %s (checkpoint seq "
-                    "%d).", len(self._arms), self._ledger.num_records, self._rejected_total,
-                    self.run_dir, since)
-
-    @staticmethod
-    def _logged_rejection_key(row: Mapping[str, Any]) -> str:
-        if row.get("payload_json") is not None:
-            return _rejection_key("raw", json.loads(row["payload_json"]), row["reason"])
-        return _rejection_key("delta", row["arm_id"], row["metric"], row["hour"], row["mean"],
-                              row["var"], row["n"])
-
-    # --------------------------------------------------------- durability
-    def _wait_durable(self, seq: int) -> None:
-        """Return once every event up to ``seq`` is in a committed part file."""
-        if seq <= self._durable_seq:
-            return
-        with self._commit_lock:
-            if seq <= self._durable_seq:
-                return
-            with self._lock:
-                target = self.log.last_seq
-                self.log.flush()
-            self._durable_seq = max(self._durable_seq, target)
-
-    # -------------------------------------------------------------- ingest
-    def report(self, report: Report) -> ReportAck:
-        """Ingest one batch of hourly deltas; idempotent, cheap, never waits for a refit.
-
-        Args:
-            report: The batch.
-
-        Returns:
-            The ack, sent once the batch is durable in the event log.
-
-        Raises:
-            InputDataError: ``report`` is not a :class:`Report` or holds
-                something other than :class:`HourlyDelta` records.
-        """
-        if not isinstance(report, Report):
-            raise field_error(InputDataError, "report", type(report).__name__, "a Report")
-        deltas, invalid = _revalidate(report.deltas)
-        with self._lock:
-            result = self._ledger.ingest(deltas)
-            self.log.append_accepted(result.accepted)
-            new_rejections = 0
-            for delta, reason in invalid:
-                new_rejections += self._quarantine(
-                    _rejection_key("raw", _delta_payload(delta), reason),
-                    _delta_payload(delta), reason)
-            for bad in result.rejected:
-                d = bad.record
-                new_rejections += self._quarantine(
-                    _rejection_key("delta", d.arm_id, d.metric, d.hour, d.mean, d.var, d.n),
-                    d, bad.reason)
-            for raw in report.rejections:
-                new_rejections += self._quarantine(
-                    _rejection_key("raw", raw.payload, raw.reason), dict(raw.payload), raw.reason)
-            if result.accepted:
-                self._pending.append(("deltas", result.accepted))
-            hour = int(report.hour)
-            self._hour_accepted[hour] += len(result.accepted)
-            self._hour_rejected[hour] += new_rejections
-            self._max_hour = max(self._max_hour, hour)
-            last_seq = self.log.last_seq
-            version = self._ledger.version
-            published = self._published
-        if result.accepted:
-            self._wake.set()
-        self._wait_durable(last_seq)
-        self.telemetry.record_ingest(len(result.accepted), result.duplicates,
-                                     len(result.rejected) + len(invalid) + len(report.rejections))
-        p_feasible = None
-        assessed = -1
-        if published is not None:
-            assessed = published.version
-            view = published.assessments.get(report.arm_id) if report.arm_id else None
-            p_feasible = view.p_feasible if view is not None else None
-        self.telemetry.record_slot(report.slot, last_hour=hour, p_feasible=p_feasible)
-        return ReportAck(len(result.accepted), result.duplicates,
-                         len(result.rejected) + len(invalid) + len(report.rejections), version,
-                         p_feasible, assessed, self.incarnation)
-
-    def _quarantine(self, key: str, record: Any, reason: str) -> int:
-        """Log a rejection once (retries are not logged again); caller holds the lock."""
-        if key in self._rejection_keys:
-            return 0
-        self._rejection_keys.add(key)
-        self.log.append_rejected(record, reason)
-        self._rejected_total += 1
-        return 1
-
-    # -------------------------------------------------------------- sample
-    def sample(self, slot: int, seq: int, hour: int) -> SampleReply:
-        """Hand out the slot's ``seq``-th arm, a Thompson sample; idempotent per ``(slot, seq)``.
-
-        Answers from the newest published plan, never waiting for a refit. The
-        arm is registered and logged (durably) before the reply, so a retried
-        request after a crash returns the same arm.
-
-        Args:
-            slot: The requesting slot, in ``[0, config.arms.slots)``.
-            seq: The slot's arm counter; must be the slot's next one for a new arm.
-            hour: The worker's job hour (the arm's launch hour).
-
-        Returns:
-            The arm to launch.
-
-        Raises:
-            StateError: The slot still has another live arm, or ``seq`` skips ahead.
-            InputDataError: A bad slot, seq or hour.
-        """
-        started = time.perf_counter()
-        self._check_slot(slot)
-        if isinstance(hour, bool) or not isinstance(hour, int) or hour < 0:
-            raise field_error(InputDataError, "hour", hour, "an integer job hour >= 0")
-        arm_id = arm_id_for(slot, seq)
-        with self._lock:
-            known = self._arms.get(arm_id)
-            if known is not None:
-                reply = self._replies.get(arm_id) or SampleReply(
-                    arm_id, dict(known.params), -1, "restored", known.launched_hour)
-                last_seq = self.log.last_seq
-                fresh = False
-            else:
-                expected = self._next_seq[slot]
-                if seq != expected:
-                    raise field_error(StateError, f"seq of slot {slot}", seq, f"{expected}",
-                                      "Ask slot_state() for the slot's next seq.")
-                live = [a for a in self._arms.values() if a.slot == slot and a.live]
-                if live:
-                    raise field_error(StateError, f"live arm of slot {slot}", live[-1].arm_id,
-                                      "retired before the slot samples again",
-                                      "Call retire() for the slot's live arm first.")
-                published = self._published
-                assert published is not None  # set in __init__
-                plan = published.plan
-                index, suggestion = plan.choose(
-                    1, self._reader.space, seed=_seed_for(plan.seed, arm_id),
-                    exclude=sorted(published.used))[0]
-                published.used.add(index)
-                params = dict(suggestion.params)
-                self._ledger.register_arm(arm_id, params, hour)
-                self.log.append_arm(arm_id, params, hour)
-                last_seq = self.log.append_suggestion(arm_id, params, suggestion.model_version)
-                self._arms[arm_id] = ArmRecord(arm_id, slot, seq, params, hour)
-                self._next_seq[slot] = seq + 1
-                self._pending.append(("arm", (arm_id, params, hour)))
-                self._hour_launched[hour].append(arm_id)
-                self._samples_served += 1
-                live_count = sum(1 for a in self._arms.values() if a.live)
-                reply = SampleReply(arm_id, params, suggestion.model_version, suggestion.source,
-                                    hour)
-                self._replies[arm_id] = reply
-                fresh = True
-        if fresh:
-            self._wake.set()
-            self.telemetry.record_arms(live_count, launched=1)
-        self._wait_durable(last_seq)
-        self.telemetry.record_sample(time.perf_counter() - started)
-        return reply
-
-    def retire(self, slot: int, arm_id: str, reason: str, hour: int) -> bool:
-        """Record that a slot's arm stopped; idempotent.
-
-        Args:
-            slot: The arm's slot.
-            arm_id: The arm.
-            reason: Why (``"max_hours"``, ``"guardrail"``, ``"backend_error"``, ...).
-            hour: The worker's job hour at the stop.
-
-        Returns:
-            True when the arm was live, False for a repeat.
-
-        Raises:
-            StateError: The arm is unknown or belongs to another slot.
-        """
-        with self._lock:
-            record = self._arms.get(arm_id)
-            if record is None or record.slot != slot:
-                raise field_error(StateError, "arm_id", arm_id, f"an arm of slot {slot}")
-            if not record.live:
-                last_seq = self.log.last_seq
-                changed = False
-            else:
-                self._ledger.retire_arm(arm_id, reason)
-                last_seq = self.log.append_retired(arm_id, reason, int(hour))
-                self._arms[arm_id] = replace(record, stopped_hour=int(hour), stop_reason=reason)
-                self._pending.append(("retire", (arm_id, reason)))
-                self._hour_stopped[int(hour)].append((arm_id, reason))
-                live_count = sum(1 for a in self._arms.values() if a.live)
-                changed = True
-        if changed:
-            self._wake.set()
-            self.telemetry.record_arms(live_count, stopped={reason: 1})
-        self._wait_durable(last_seq)
-        return changed
-
-    def slot_state(self, slot: int) -> SlotState:
-        """Everything a (re)starting worker needs to continue ``slot``."""
-        self._check_slot(slot)
-        with self._lock:
-            arms = tuple(a for a in self._arms.values() if a.slot == slot)
-            return SlotState(slot, self._next_seq[slot], arms)
-
-    def _check_slot(self, slot: int) -> None:
-        if isinstance(slot, bool) or not isinstance(slot, int) \
-                or not 0 <= slot < self.config.arms.slots:
-            raise field_error(InputDataError, "slot", slot,
-                              f"an integer in [0, {self.config.arms.slots})")
-
-    # ------------------------------------------------------------- readout
-    def recommend(self) -> Recommendation:
-        """The newest launch readout (from the newest posterior snapshot)."""
-        published = self._published
-        assert published is not None
-        return published.recommendation
-
-    def hour_summary(self, hour: int) -> HourSummary:
-        """What happened in job ``hour`` (for the driver's progress line)."""
-        with self._lock:
-            live = sum(1 for a in self._arms.values() if a.live)
-            summary = HourSummary(
-                hour=hour, live_arms=live, accepted=self._hour_accepted.get(hour, 0),
-                rejected=self._hour_rejected.get(hour, 0),
-                launched=tuple(self._hour_launched.get(hour, ())),
-                stopped=tuple(self._hour_stopped.get(hour, ())),
-                recommendation=self.recommend(), data_version=self._ledger.version,
-                posterior_version=self._published.version if self._published else -1)
-        self.telemetry.job_hour.labels(self.config.name).set(hour)
-        return summary
-
-    def status(self) -> ServiceStatus:
-        """Counters for tools and tests."""
-        with self._lock:
-            published = self._published
-            return ServiceStatus(
-                job=self.config.name, incarnation=self.incarnation, pid=self.pid,
-                restored=self.restored, data_version=self._ledger.version,
-                posterior_version=published.version if published else -1,
-                num_records=self._ledger.num_records, arms=len(self._arms),
-                live_arms=sum(1 for a in self._arms.values() if a.live),
-                rejected=self._rejected_total, refreshes=self._refreshes, refits=self._refits,
-                last_refresh_s=self._last_refresh_s, refresh_errors=self._refresh_errors,
-                log_seq=self.log.last_seq, metrics_url=self.metrics_url,
-                extra={"samples_served": float(self._samples_served),
-                       "durable_seq": float(self._durable_seq),
-                       "rss_bytes": float(_rss_bytes()),
-                       "peak_rss_bytes": float(_peak_rss_bytes())})
-
-    def arm_summaries(self) -> list[ArmSummary]:
-        """Every arm with its own aggregated data, in launch order."""
-        with self._lock:
-            ledger = self._ledger
-            out = []
-            for arm_id, info in ledger.arms.items():
-                record = self._arms.get(arm_id)
-                launched = record.launched_hour if record else int(info.registered_hour or 0)
-                out.append(ArmSummary(
-                    arm_id, dict(info.params), launched,
-                    record.stopped_hour if record else None,
-                    record.stop_reason if record else info.retired_reason,
-                    ledger.hours_observed(arm_id), ledger.estimates(arm_id)))
-            return out
-
-    def ledger_state(self) -> dict[str, Any]:
-        """The writer ledger's JSON-safe state (tests compare it with ``run_local``'s)."""
-        with self._lock:
-            return self._ledger.state_dict()
-
-    @property
-    def rejected(self) -> int:
-        """Records rejected so far, over every life of the actor."""
-        return self._rejected_total
-
-    # ------------------------------------------------------------- refresh
-    def refresh_now(self) -> int:
-        """Rebuild the posterior, plan, assessments and readout now (blocking).
-
-        Returns:
-            The data version of the new snapshot.
-        """
-        with self._gp_lock:
-            with self._lock:
-                events, self._pending = self._pending, []
-                live = tuple(a for a, r in self._arms.items() if r.live)
-                if self.log.pending:
-                    target = self.log.last_seq
-                    self.log.flush()
-                    self._durable_seq = max(self._durable_seq, target)
-                drained_seq = self.log.last_seq
-            reader = self._reader
-            for kind, payload in events:
-                if kind == "deltas":
-                    reader.observe(payload)
-                elif kind == "arm":
-                    reader.register_arm(*payload)
-                else:
-                    reader.retire_arm(*payload)
-            started = time.perf_counter()
-            refits_before = reader.surrogate.num_refits
-            view = reader.view()
-            reader.refresh(view)
-            plan = reader.plan(live, salt=self._refreshes)
-            assessments = {a.arm_id: a for a in reader.assess(list(live))} if live else {}
-            recommendation = reader.recommend()
-            elapsed = time.perf_counter() - started
-            refit = reader.surrogate.num_refits > refits_before
-            self._published = _Published(plan, assessments, recommendation, view.version)
-            self._drained_seq = drained_seq
-            self._refreshes += 1
-            self._refits += int(refit)
-            self._last_refresh_s = elapsed
-        self.telemetry.record_refit(elapsed, refit, view.version, len(view.train_ids) - 1)
-        self.telemetry.record_recommendation(recommendation, view.version, self._max_hour)
-        return view.version
-
-    def checkpoint_now(self) -> bool:
-        """Write a checkpoint of the reader's state if it advanced; returns True if written."""
-        with self._gp_lock:
-            seq = self._drained_seq
-            if seq <= self._checkpointed_seq:
-                return False
-            state = {"format": CHECKPOINT_FORMAT, "log_seq": seq,
-                     "written_at_s": time.time(), "optimizer": self._reader.state_dict()}
-            save_checkpoint(self.checkpoint_path, state)
-            self._checkpointed_seq = seq
-            self._last_checkpoint_t = time.monotonic()
-            return True
-
-    def _refresh_loop(self) -> None:
-        last = 0.0
-        while not self._closing.is_set():
-            self._wake.wait(timeout=self._checkpoint_interval_s or None)
-            if self._closing.is_set():
-                break
-            pause = self._min_refresh_interval_s - (time.monotonic() - last)
-            if pause > 0 and self._closing.wait(pause):
-                break
-            self._wake.clear()
-            try:
-                with self._lock:
-                    stale = bool(self._pending)
-                if stale:
-                    last = time.monotonic()
-                    self.refresh_now()
-                if time.monotonic() - self._last_checkpoint_t >= self._checkpoint_interval_s:
-                    self.checkpoint_now()
-            except Exception:  # the loop must survive any one bad rebuild
-                self._refresh_errors += 1
-                logger.exception("Posterior rebuild failed; serving the previous snapshot.")
-                self._closing.wait(_REFRESH_ERROR_BACKOFF_S)
-                self._wake.set()
-
-    # ----------------------------------------------------------- lifecycle
-    def finish(self) -> Recommendation:
-        """Drain, rebuild on all data, checkpoint; returns the final readout."""
-        self.refresh_now()
-        self.checkpoint_now()
-        return self.recommend()
-
-    def close(self) -> None:
-        """Stop the refresh thread, flush the log, stop serving metrics."""
-        self._closing.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=60)
-        with self._commit_lock, self._lock:
-            self.log.flush()
-        self.telemetry.shutdown()
-
-    def ready(self) -> str:
-        """Return the incarnation id once constructed (the driver waits on this)."""
-        return self.incarnation
-
-
-def _revalidate(deltas: Sequence[Any]) -> tuple[list[Any], list[tuple[Any, str]]]:
-    """Re-run HourlyDelta validation (pickling skips ``__post_init__``).
-
-    Non-HourlyDelta items are passed through so the ledger raises its typed error.
-    """
-    ok: list[Any] = []
-    bad: list[tuple[Any, str]] = []
-    for delta in deltas:
-        if isinstance(delta, HourlyDelta):
-            try:
-                delta.__post_init__()
-            except HzRayError as exc:
-                bad.append((delta, str(exc)))
-                continue
-        ok.append(delta)
-    return ok, bad
-
-
-def _delta_payload(delta: HourlyDelta) -> dict[str, Any]:
-    return {"arm_id": delta.arm_id, "metric": delta.metric, "hour": delta.hour,
-            "mean": delta.mean, "var": delta.var, "n": delta.n}
-
-
-def _rss_bytes() -> int:
-    return _status_kb("VmRSS:") * 1024
-
-
-def _peak_rss_bytes() -> int:
-    return _status_kb("VmHWM:") * 1024
-
-
-def _status_kb(key: str) -> int:
-    try:
-        with open("/proc/self/status", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith(key):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-# ---------------------------------------------------------------------------- Ray shell
-
-
-class PosteriorActor(PosteriorService):
-    """The Ray actor shell: :class:`PosteriorService` plus concurrency groups.
-
-    ``report`` runs in the ``ingest`` group, ``sample``/``retire``/
-    ``slot_state`` in ``sample``, everything else in the default (``control``)
-    pool, so a burst of ingest never queues a worker's sample request. After a
-    crash Ray reruns ``__init__``, which restores from the checkpoint and log.
+    After a crash Ray reruns ``__init__``, which then restores the service from
+    the checkpoint and the log in ``run_dir``, so nothing acknowledged is lost.
 
     Args:
         config: The tuning job.
         run_dir: Folder of the log and checkpoint (on the actor's node).
         resume: Continue a job from ``run_dir`` (restarts always restore).
-        **kwargs: Passed to :class:`PosteriorService`.
+        **kwargs: Passed to :class:`PosteriorService` (``metrics_port``, ...).
     """
 
     def __init__(self, config: TuningConfig, run_dir: str | Path, *, resume: bool = False,
                  **kwargs: Any) -> None:
-        reconstructed = bool(ray.get_runtime_context().was_current_actor_reconstructed)
-        super().__init__(config, run_dir, restore=resume or reconstructed, **kwargs)
+        from actors.posterior_service import PosteriorService
+
+        with warnings.catch_warnings():  # Ray 2.60 warns inside its own property
+            warnings.simplefilter("ignore", DeprecationWarning)
+            reconstructed = bool(ray.get_runtime_context().was_current_actor_reconstructed)
+        self.service: PosteriorService = PosteriorService(
+            config, run_dir, restore=resume or reconstructed, **kwargs)
 
     @ray.method(concurrency_group="ingest")
-    def report(self, report: Report) -> ReportAck:  # noqa: D102 (see PosteriorService)
-        return super().report(report)
+    def report(self, report: Report) -> ReportAck:
+        """Ingest a batch of hourly deltas (see :meth:`PosteriorService.report`)."""
+        return self.service.report(report)
 
     @ray.method(concurrency_group="sample")
-    def sample(self, slot: int, seq: int, hour: int) -> SampleReply:  # noqa: D102
-        return super().sample(slot, seq, hour)
+    def sample(self, slot: int, seq: int, hour: int) -> SampleReply:
+        """Hand out a Thompson sample (see :meth:`PosteriorService.sample`)."""
+        return self.service.sample(slot, seq, hour)
 
     @ray.method(concurrency_group="sample")
-    def retire(self, slot: int, arm_id: str, reason: str, hour: int) -> bool:  # noqa: D102
-        return super().retire(slot, arm_id, reason, hour)
+    def retire(self, slot: int, arm_id: str, reason: str, hour: int) -> bool:
+        """Record a stopped arm (see :meth:`PosteriorService.retire`)."""
+        return self.service.retire(slot, arm_id, reason, hour)
 
     @ray.method(concurrency_group="sample")
-    def slot_state(self, slot: int) -> SlotState:  # noqa: D102
-        return super().slot_state(slot)
+    def slot_state(self, slot: int) -> SlotState:
+        """A slot's arms (see :meth:`PosteriorService.slot_state`)."""
+        return self.service.slot_state(slot)
+
+    def recommend(self) -> Recommendation:
+        """The newest launch readout."""
+        return self.service.recommend()
+
+    def hour_summary(self, hour: int) -> HourSummary:
+        """One job hour's summary for the driver."""
+        return self.service.hour_summary(hour)
+
+    def status(self) -> ServiceStatus:
+        """Counters for tools and tests."""
+        return self.service.status()
+
+    def arm_summaries(self) -> list[ArmSummary]:
+        """Every arm with its own aggregated data."""
+        return self.service.arm_summaries()
+
+    def ledger_state(self) -> dict[str, Any]:
+        """The ledger's JSON-safe state."""
+        return self.service.ledger_state()
+
+    def refresh_now(self, force_refit: bool = False) -> int:
+        """Rebuild the posterior now (optionally refitting); returns its data version."""
+        return self.service.refresh_now(force_refit)
+
+    def checkpoint_now(self) -> bool:
+        """Write a checkpoint now if the state advanced."""
+        return self.service.checkpoint_now()
+
+    def finish(self) -> Recommendation:
+        """Final rebuild on all data and checkpoint; returns the readout."""
+        return self.service.finish()
+
+    def close(self) -> None:
+        """Stop the refresh thread, flush the log, stop serving metrics."""
+        self.service.close()
+
+    def ready(self) -> str:
+        """The incarnation id, once constructed."""
+        return self.service.ready()
 
     def get_pid(self) -> int:
         """The actor's process id (tests kill it to check recovery)."""
-        return self.pid
+        return self.service.pid
+
+    def node_id(self) -> str:
+        """The Ray node the actor runs on."""
+        return ray.get_runtime_context().get_node_id()
 
 
 def posterior_actor_class(options: PosteriorActorOptions | None = None) -> Any:

@@ -235,31 +235,40 @@ class PlatformHost:
 class RemoteBackend:
     """An :class:`ArmBackend` that forwards to a :class:`PlatformHost` actor.
 
+    The host is attached to the job clock on the first call (after the job's
+    clock has started; see :meth:`actors.arm_worker.ArmWorker.prepare`).
+
     Args:
         host: The platform actor's handle.
+        clock: The job clock.
         timeout_s: Longest wait per call.
     """
 
-    def __init__(self, host: Any, timeout_s: float = 60.0) -> None:
+    def __init__(self, host: Any, clock: Clock, timeout_s: float = 60.0) -> None:
         self.host = host
+        self.clock = clock
         self.timeout_s = timeout_s
+        self._attached = False
 
-    def _call(self, ref: Any) -> Any:
+    def _call(self, method: str, *args: Any) -> Any:
         import ray
 
-        return ray.get(ref, timeout=self.timeout_s)
+        if not self._attached:
+            ray.get(self.host.attach.remote(self.clock), timeout=self.timeout_s)
+            self._attached = True
+        return ray.get(getattr(self.host, method).remote(*args), timeout=self.timeout_s)
 
     def launch(self, arm_id: str, params: Mapping[str, float]) -> None:
         """Launch on the platform."""
-        self._call(self.host.launch.remote(arm_id, dict(params)))
+        self._call("launch", arm_id, dict(params))
 
     def fetch(self, arm_id: str, since_hour: int) -> Sequence[HourlyReading]:
         """Fetch from the platform."""
-        return self._call(self.host.fetch.remote(arm_id, since_hour))
+        return self._call("fetch", arm_id, since_hour)
 
     def stop(self, arm_id: str) -> None:
         """Stop on the platform."""
-        self._call(self.host.stop.remote(arm_id))
+        self._call("stop", arm_id)
 
 
 @dataclass(frozen=True)
@@ -273,11 +282,8 @@ class SharedPlatformFactory:
     host: Any
 
     def __call__(self, clock: Clock) -> ArmBackend:
-        """Attach the platform to the job clock and return a client."""
-        import ray
-
-        ray.get(self.host.attach.remote(clock), timeout=120)
-        return RemoteBackend(self.host)
+        """Return a client of the shared platform."""
+        return RemoteBackend(self.host, clock)
 
 
 def start_platform(factory: BackendFactory, **options: Any) -> Any:

@@ -41,12 +41,16 @@ def _run(config: TuningConfig, args: argparse.Namespace) -> int:
         print(progress_line(p.hour, p.live_arms, p.accepted, p.rejected, len(p.launched),
                             len(p.stopped), p.recommendation), flush=True)
 
-    if args.ray:
+    use_ray = args.ray or (args.command == "demo" and not args.local)
+    if use_ray:
         from actors import run_on_ray
 
         result = run_on_ray(config, hours=args.hours, address=args.address,
                             run_dir=args.run_dir, seed=args.seed, progress=show)
-        truth = None
+        truth_fn = None
+        if config.backend.target.startswith("simulated:"):
+            truth_fn = ground_truth_of(build_backend(config.backend, SimClock(), seed=0))
+        truth = truth_fn(result.recommendation.params) if truth_fn else None
     else:
         clock = SimClock()
         backend = build_backend(config.backend, clock, seed=args.seed or 0)
@@ -65,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
     parser = argparse.ArgumentParser(prog="hz-ray", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in (("demo", "run the embedded demo job on a simulated world"),
+    for name, help_text in (("demo", "run the embedded demo job on a simulated world, on Ray"),
                             ("run", "run a job from a YAML config")):
         cmd = sub.add_parser(name, help=help_text)
         if name == "run":
@@ -75,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         cmd.add_argument("--run-dir", type=Path, default=None, help="log/checkpoint folder")
         cmd.add_argument("--resume", action="store_true", help="continue from --run-dir")
         cmd.add_argument("--ray", action="store_true", help="run on Ray (actors)")
+        cmd.add_argument("--local", action="store_true",
+                         help="run in this process (run_local); the demo's default is Ray")
         cmd.add_argument("--address", default=None,
                          help="Ray address ('auto' or host:port); default an embedded local Ray")
     val = sub.add_parser("validate", help="check a YAML config and print it back")

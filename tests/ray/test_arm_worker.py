@@ -1,0 +1,79 @@
+"""The arm slot loop, driven directly (no Ray cluster), and its import boundary."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from actors.arm_worker import ArmSlotRunner, RunnerSettings
+from actors.posterior_service import PosteriorService
+from actors.testing import FlakyBackend
+from hz_ray.backends.recorded import RecordedBackend
+from hz_ray.clock import AcceleratedClock
+from tests.ray.support import canonical_publications, renamed, two_metric_config
+
+FAST = RunnerSettings(poll_interval_hours=0.25, initial_backoff_s=0.001, max_backoff_s=0.01,
+                      backend_attempts=3, fetch_failures_to_give_up=3)
+
+
+def test_arm_worker_module_imports_no_torch():
+    code = ("import sys, actors.arm_worker, actors.posterior, actors.driver, actors.testing; "
+            "import hz_ray.backends; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert out.stdout.strip() == "False"
+
+
+@pytest.fixture
+def setup(tmp_path):
+    config = two_metric_config("runner", slots=1, max_hours=3)
+    service = PosteriorService(config, tmp_path, background=False)
+    clock = AcceleratedClock(0.12, time.time() + 0.05)
+    pubs = renamed(canonical_publications(1, 3, 12), lambda s, q: f"s{s:02d}-{q:04d}")
+    yield config, service, clock, RecordedBackend(pubs, clock)
+    service.close()
+
+
+def test_backend_failures_are_retried_then_the_slot_moves_on(setup):
+    config, service, clock, recorded = setup
+    backend = FlakyBackend(recorded, {("launch", "s00-0000"): 2,          # retried, then fine
+                                      ("fetch", "s00-0001"): math.inf})   # broken for good
+    runner = ArmSlotRunner(0, service, backend, clock, config.arms, config.metrics, FAST)
+    stats = runner.run(8)
+    reasons = {arm: reason for arm, _, _, reason in stats.arms}
+    assert reasons["s00-0000"] == "max_hours"
+    assert reasons["s00-0001"] == "backend_error"  # stopped after 3 failed polls
+    assert "s00-0002" in reasons  # the slot moved on
+    assert stats.backend_errors >= 5
+    assert service.slot_state(0).arms[1].stop_reason == "backend_error"
+    assert service.status().num_records > 0
+
+
+def test_a_restarted_worker_resumes_its_slot(setup):
+    config, service, clock, recorded = setup
+    first = ArmSlotRunner(0, service, recorded, clock, config.arms, config.metrics, FAST)
+    thread = threading.Thread(target=first.run, args=(12,))
+    thread.start()
+    time.sleep(0.12 * 4.5)  # hour 4.5: the second arm is live
+    first.request_stop()  # the worker process "dies"
+    thread.join()
+    live = service.slot_state(0).live
+    assert live is not None and live.arm_id == "s00-0001"
+    second = ArmSlotRunner(0, service, recorded, clock, config.arms, config.metrics, FAST)
+    stats = second.run(12)
+    assert stats.resumed
+    arms = [a for a, *_ in stats.arms]
+    assert arms[:2] == ["s00-0001", "s00-0002"]
+    assert [a.arm_id for a in service.slot_state(0).arms] == [f"s00-{i:04d}" for i in range(4)]
+    # everything the platform published for the first two arms reached the ledger once
+    published = {(r.arm_id, r.metric, r.hour) for r in recorded.fetch("s00-0001", 0)
+                 if r.metric in config.metrics}
+    state = service.ledger_state()["records"]
+    got = set(zip(state["arm_id"], state["metric"], state["hour"], strict=True))
+    assert published <= got

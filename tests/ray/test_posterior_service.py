@@ -1,0 +1,147 @@
+"""The central actor's logic, driven directly (no Ray cluster)."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+
+import pytest
+
+from actors.messages import FeedRejectionRecord, Report
+from actors.posterior_service import PosteriorService
+from hz_ray.errors import InputDataError, StateError
+from hz_ray.records import HourlyDelta
+from hz_ray.storage import EventLog
+from tests.ray.support import two_metric_config
+
+
+@pytest.fixture
+def config():
+    return two_metric_config("svc", slots=2, max_hours=4)
+
+
+@pytest.fixture
+def service(config, tmp_path):
+    svc = PosteriorService(config, tmp_path, background=False)
+    yield svc
+    svc.close()
+
+
+def deltas(arm_id: str, hours: range, value: float = 0.01) -> tuple[HourlyDelta, ...]:
+    return tuple(HourlyDelta(arm_id, m, h, value, 1e-4, 1000)
+                 for h in hours for m in ("views", "likes"))
+
+
+def test_report_is_idempotent_and_durable_when_acknowledged(service, tmp_path):
+    arm = service.sample(0, 0, hour=0)
+    batch = Report(0, 3, arm.arm_id, deltas(arm.arm_id, range(3)))
+    ack = service.report(batch)
+    assert (ack.accepted, ack.duplicates, ack.rejected) == (6, 0, 0)
+    assert service.log.pending == 0  # acknowledged means committed to a part file
+    again = service.report(batch)
+    assert (again.accepted, again.duplicates) == (0, 6)
+    accepted = EventLog(tmp_path / "log").read().to_pylist()
+    assert sum(e["kind"] == "delta_accepted" for e in accepted) == 6
+
+
+def test_conflicts_and_bad_records_are_quarantined_once(service):
+    arm = service.sample(0, 0, hour=0).arm_id
+    service.report(Report(0, 1, arm, deltas(arm, range(1))))
+    conflict = HourlyDelta(arm, "views", 0, 0.5, 1e-4, 1000)
+    nan = HourlyDelta(arm, "views", 1, 0.01, 1e-4, 1000)
+    object.__setattr__(nan, "mean", float("nan"))  # what a buggy client could pickle
+    raw = FeedRejectionRecord({"arm_id": arm, "hour": 2, "metric": "clicks"}, "unknown metric")
+    good = HourlyDelta(arm, "likes", 1, 0.0, 1e-4, 1000)
+    batch = Report(0, 2, arm, (conflict, nan, good), (raw,))
+    ack = service.report(batch)
+    assert (ack.accepted, ack.rejected) == (1, 3)
+    service.report(batch)  # a retry: nothing is quarantined twice
+    assert service.rejected == 3
+
+
+def test_sample_is_idempotent_per_slot_and_seq(service):
+    first = service.sample(1, 0, hour=0)
+    assert first.arm_id == "s01-0000"
+    assert service.sample(1, 0, hour=5) == first  # a retried request returns the same arm
+    with pytest.raises(StateError, match="retire"):
+        service.sample(1, 1, hour=1)  # the slot's arm is still live
+    assert service.retire(1, first.arm_id, "max_hours", 4) is True
+    assert service.retire(1, first.arm_id, "max_hours", 4) is False
+    with pytest.raises(StateError, match="seq"):
+        service.sample(1, 3, hour=4)
+    second = service.sample(1, 1, hour=4)
+    assert second.arm_id == "s01-0001"
+    state = service.slot_state(1)
+    assert state.next_seq == 2 and state.live.arm_id == second.arm_id
+    with pytest.raises(InputDataError):
+        service.sample(2, 0, hour=0)  # only 2 slots
+
+
+def test_samples_never_wait_for_a_refit(service):
+    service.sample(0, 0, hour=0)
+    release = threading.Event()
+
+    def slow_refit():  # what the refresh thread holds while it refits
+        with service._gp_lock:
+            release.wait(10)
+
+    holder = threading.Thread(target=slow_refit)
+    holder.start()
+    time.sleep(0.05)
+    try:
+        started = time.perf_counter()
+        service.report(Report(0, 1, "s00-0000", deltas("s00-0000", range(2))))
+        service.retire(0, "s00-0000", "max_hours", 1)
+        reply = service.sample(0, 1, hour=1)
+        elapsed = time.perf_counter() - started
+    finally:
+        release.set()
+        holder.join()
+    assert reply.arm_id == "s00-0001"
+    assert elapsed < 1.0
+
+
+def test_restart_rebuilds_from_checkpoint_and_log(config, tmp_path):
+    svc = PosteriorService(config, tmp_path, background=False)
+    a = svc.sample(0, 0, hour=0)
+    b = svc.sample(1, 0, hour=0)
+    svc.report(Report(0, 2, a.arm_id, deltas(a.arm_id, range(2))))
+    svc.refresh_now()
+    assert svc.checkpoint_now()
+    # after the checkpoint: more data, a retirement, a rejection, a new arm
+    svc.report(Report(1, 3, b.arm_id, deltas(b.arm_id, range(3), 0.02),
+                      (FeedRejectionRecord({"why": "bad"}, "bad reading"),)))
+    svc.retire(0, a.arm_id, "max_hours", 4)
+    c = svc.sample(0, 1, hour=4)
+    before = svc.ledger_state()
+    svc.close()  # (a crash loses only unacknowledged work; everything above was acked)
+
+    with pytest.raises(StateError, match="resume"):
+        PosteriorService(config, tmp_path, background=False)
+    again = PosteriorService(config, tmp_path, restore=True, background=False)
+    try:
+        assert again.restored
+        assert again.ledger_state() == before
+        assert again.rejected == 1
+        assert again.slot_state(0).live.arm_id == c.arm_id
+        assert again.slot_state(0).next_seq == 2
+        assert again.sample(0, 1, hour=9).params == c.params  # the retried request
+        ack = again.report(Report(1, 3, b.arm_id, deltas(b.arm_id, range(3), 0.02),
+                                  (FeedRejectionRecord({"why": "bad"}, "bad reading"),)))
+        assert (ack.accepted, ack.duplicates) == (0, 6)
+        assert again.rejected == 1
+        est = {s.arm_id: s for s in again.arm_summaries()}
+        assert est[b.arm_id].estimates["views"].mean == pytest.approx(0.02)
+        assert est[a.arm_id].stop_reason == "max_hours" and est[a.arm_id].stopped_hour == 4
+    finally:
+        again.close()
+
+
+def test_status_and_readout_before_data(service):
+    status = service.status()
+    assert status.posterior_version == 0 and status.refreshes == 1
+    assert service.recommend().is_control
+    summary = service.hour_summary(0)
+    assert summary.live_arms == 0 and summary.recommendation.is_control
+    assert dataclasses.asdict(status)["extra"]["rss_bytes"] > 0

@@ -69,9 +69,12 @@ DEFAULT_PRIOR_SD = 0.02
 EXACT_SAMPLE_LIMIT = 1024
 """Largest number of points at which :meth:`PosteriorSnapshot.sample` draws exactly.
 
-Chosen by measurement (``benchmarks/core_timing.py``, 2 CPU cores, K = 1000 draws): exact
-Cholesky draws beat Matheron paths up to about a thousand points and lose above it, where the
-``O(N^3)`` factorisation and the ``O(K N^2)`` product dominate the ``O(K N F)`` cost of paths.
+Chosen by measurement (``benchmarks/core_timing.py``: 4 metrics, d = 8, 100 training points,
+K = 1000 draws, sample + pick, 2 CPU cores): exact draws were 3x faster than pathwise ones at
+N = 256 and 1.7x at 512, on a par at 1024 (within 20%, wall and single-thread CPU time alike),
+and 1.5-2.7x / 6-8x slower at 2048 / 4096, where the ``O(N^3)`` factorisation and the
+``O(K N^2)`` product overtake the ``O(K N F)`` cost of paths. At the tie, exact wins because
+pathwise covariances carry the Fourier-feature error (see ``PosteriorSnapshot.sample``).
 """
 
 PATHWISE_NUM_FEATURES = 1024

@@ -31,13 +31,17 @@ Acks are sent only after the events they cover are in a committed Parquet
 part file (group commit: the first waiting thread flushes for everyone). So
 an acknowledged delta or a handed-out arm survives a crash of the process,
 and an unacknowledged one is retried by the worker and de-duplicated by the
-ledger. A restarted actor rebuilds itself in ``__init__`` from the newest
-checkpoint plus the log after it; the checkpoint (written by the refresh
-thread, atomically) only shortens that replay.
+ledger. A restarted actor rebuilds itself in ``__init__`` by replaying the log
+(the source of truth) and loading the newest checkpoint, written atomically by
+the refresh thread, which keeps the GP hyperparameters (so a restart does not
+refit) but no copy of the records.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
 import hashlib
 import json
 import logging
@@ -75,10 +79,11 @@ from hz_ray.telemetry import Telemetry
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "hz-ray.posterior/1"
+CHECKPOINT_FORMAT = "hz-ray.posterior/2"
 DEFAULT_CHECKPOINT_INTERVAL_S = 10.0
 DEFAULT_MIN_REFRESH_INTERVAL_S = 0.25
 _REFRESH_ERROR_BACKOFF_S = 1.0
+_RELEASE_INTERVAL_S = 10.0
 
 
 @dataclass
@@ -200,6 +205,7 @@ class PosteriorService:
         self._refits = 0
         self._refresh_errors = 0
         self._last_refresh_s: float | None = None
+        self._last_release_t = 0.0
         self._samples_served = 0
 
         self.telemetry = Telemetry(config.name)
@@ -221,30 +227,31 @@ class PosteriorService:
 
     # ------------------------------------------------------------ restore
     def _load(self, restore: bool) -> tuple[Optimizer, Ledger, int | None]:
-        """Build the reader optimizer and the writer ledger; return the replay start."""
+        """Build the reader optimizer and the writer ledger; return the replay start.
+
+        The checkpoint holds what the log cannot give back cheaply: the GP
+        hyperparameters and refit bookkeeping (a refit on 1000 arms takes
+        minutes). The ledgers are rebuilt by replaying the Parquet log, the
+        source of truth; a copy of every record in the checkpoint would take
+        as long to load as the log and double the memory of writing it.
+        """
+        reader = Optimizer(self.config)
+        ledger = Ledger.from_state_dict(reader.ledger.state_dict())  # empty, same settings
         if not restore:
-            reader = Optimizer(self.config)
-            return reader, Ledger.from_state_dict(reader.ledger.state_dict()), None
+            return reader, ledger, None
         state = load_checkpoint(self.checkpoint_path)
-        since = -1
         if state is not None:
             if state.get("format") != CHECKPOINT_FORMAT:
                 raise field_error(StateError, "checkpoint format", state.get("format"),
                                   repr(CHECKPOINT_FORMAT),
                                   "Delete the checkpoint; the log alone rebuilds the job.")
-            if state["optimizer"]["config"].get("name") != self.config.name:
-                raise field_error(StateError, "checkpoint job", state["optimizer"]["config"]
-                                  .get("name"), repr(self.config.name),
-                                  "Point run_dir at this job's folder.")
-            reader = Optimizer.from_state_dict(state["optimizer"])
-            ledger = Ledger.from_state_dict(state["optimizer"]["ledger"])
-            since = int(state["log_seq"])
-        else:
-            reader = Optimizer(self.config)
-            ledger = Ledger.from_state_dict(reader.ledger.state_dict())
-        replay_into(ledger, self.log, since_seq=since)
-        replay_into(reader.ledger, self.log, since_seq=since)
-        return reader, ledger, since
+            if state.get("job") != self.config.name:
+                raise field_error(StateError, "checkpoint job", state.get("job"),
+                                  repr(self.config.name), "Point run_dir at this job's folder.")
+            reader.surrogate.load_state_dict(state["surrogate"])
+        replay_into(ledger, self.log)
+        replay_into(reader.ledger, self.log)
+        return reader, ledger, -1
 
     def _replay(self, since: int) -> None:
         """Rebuild arm records and rejection keys from the whole log (small columns)."""
@@ -643,6 +650,9 @@ class PosteriorService:
             self._refreshes += 1
             self._refits += int(refit)
             self._last_refresh_s = elapsed
+        if time.monotonic() - self._last_release_t >= _RELEASE_INTERVAL_S:
+            self._last_release_t = time.monotonic()
+            _release_memory()  # replaced snapshots hold GP modules in reference cycles
         self.telemetry.record_refit(elapsed, refit, view.version, len(view.train_ids) - 1)
         self.telemetry.record_recommendation(recommendation, view.version, self._max_hour)
         return view.version
@@ -656,12 +666,16 @@ class PosteriorService:
             # The reader must hold nothing the log lacks (a replay of the log alone must
             # rebuild the same job), so commit what it drained before saving.
             self._wait_durable(self._drained_ticket)
-            state = {"format": CHECKPOINT_FORMAT, "log_seq": seq,
-                     "written_at_s": time.time(), "optimizer": self._reader.state_dict()}
+            state = {"format": CHECKPOINT_FORMAT, "job": self.config.name,
+                     "config": self.config.to_mapping(), "log_seq": seq,
+                     "written_at_s": time.time(),
+                     "surrogate": self._reader.surrogate.state_dict()}
             save_checkpoint(self.checkpoint_path, state)
+            del state
             self._checkpointed_seq = seq
             self._last_checkpoint_t = time.monotonic()
-            return True
+        _release_memory()
+        return True
 
     def _refresh_loop(self) -> None:
         last = 0.0
@@ -692,6 +706,7 @@ class PosteriorService:
         """Drain, rebuild on all data, checkpoint; returns the final readout."""
         self.refresh_now()
         self.checkpoint_now()
+        _release_memory()
         return self.recommend()
 
     def close(self) -> None:
@@ -711,6 +726,17 @@ class PosteriorService:
     def ready(self) -> str:
         """Return the incarnation id once constructed (the driver waits on this)."""
         return self.incarnation
+
+
+def _release_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (glibc ``malloc_trim``).
+
+    Called after each checkpoint: rebuilds and checkpoints allocate hundreds of MB
+    of short-lived objects, which glibc would otherwise keep mapped.
+    """
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _warm_up_parquet_writer() -> None:

@@ -46,7 +46,8 @@ def _run(config: TuningConfig, args: argparse.Namespace) -> int:
         from actors import run_on_ray
 
         result = run_on_ray(config, hours=args.hours, address=args.address,
-                            run_dir=args.run_dir, seed=args.seed, progress=show)
+                            run_dir=args.run_dir, seed=args.seed, progress=show,
+                            resume=args.resume)
         truth_fn = None
         if config.backend.target.startswith("simulated:"):
             truth_fn = ground_truth_of(build_backend(config.backend, SimClock(), seed=0))

@@ -20,6 +20,8 @@ the control; posterior = the shared per-metric GP, which pools nearby arms):
   posterior gain is higher by more than one posterior sd of the difference
   (independence approximation) or the previous one drops below P(feasible) 0.95.
 - ``p95-h3``: ``p95`` with arms of >= 3 hours eligible.
+- ``p95-pooled`` / ``p90-pooled``: ``p95`` / ``p90`` with eligibility by the hours of
+  every arm that ran the same weights (re-runs of a Thompson favourite add up).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from hz_ray.records import CONTROL_ARM_ID, Recommendation
 from hz_ray.thompson import pick_counts
 
 READOUT_RULES = ("hz", "p95", "p90", "p99", "lcb-p95", "pbest", "pbest-f95", "sticky-p95",
-                 "p95-h3")
+                 "p95-h3", "p95-pooled", "p90-pooled")
 PBEST_DRAWS = 512
 Z95 = 1.6448536269514722
 
@@ -50,6 +52,21 @@ class ReadoutStudyOptimizer(Optimizer):
     def _eligible(self, min_hours: int) -> list[str]:
         return [a for a in self.ledger.arms if self.ledger.hours_observed(a) >= min_hours
                 and len(self.ledger.estimates(a)) == len(self.metrics)]
+
+    def _pooled_eligible(self, min_hours: int) -> list[str]:
+        """One arm per distinct weight vector whose arms' hours add up to ``min_hours``."""
+        groups: dict[tuple, list[str]] = {}
+        for a in self.ledger.arms:
+            if len(self.ledger.estimates(a)) != len(self.metrics):
+                continue
+            key = tuple(round(float(v), 9) for v in self.space.encode(self.ledger.arms[a].params))
+            groups.setdefault(key, []).append(a)
+        out = []
+        for members in groups.values():
+            hours = [self.ledger.hours_observed(a) for a in members]
+            if sum(hours) >= min_hours:
+                out.append(members[max(range(len(members)), key=hours.__getitem__)])
+        return out
 
     def _log(self, rule: str, arm_id: str | None) -> None:
         arm_id = arm_id or CONTROL_ARM_ID
@@ -70,15 +87,20 @@ class ReadoutStudyOptimizer(Optimizer):
         opt = self.config.optimizer
         snap = self.snapshot()
         for rule, hours in (("main", opt.recommend_min_hours),
-                            ("h3", min(3, opt.recommend_min_hours))):
-            ids = self._eligible(hours)
+                            ("h3", min(3, opt.recommend_min_hours)),
+                            ("pooled", opt.recommend_min_hours)):
+            ids = (self._pooled_eligible(hours) if rule == "pooled"
+                   else self._eligible(hours))
             if not ids:
                 if rule == "main":
-                    for r in READOUT_RULES[1:-1]:
+                    for r in READOUT_RULES[1:-3]:
                         self._log(r, None)
                     self._sticky = None
-                else:
+                elif rule == "h3":
                     self._log("p95-h3", None)
+                else:
+                    self._log("p95-pooled", None)
+                    self._log("p90-pooled", None)
                 continue
             X = self.space.encode_many([self.ledger.arms[a].params for a in ids])
             mean, var = snap.mean_and_var(X)
@@ -92,6 +114,10 @@ class ReadoutStudyOptimizer(Optimizer):
 
             if rule == "h3":
                 self._log("p95-h3", best(gain, pf >= 0.95))
+                continue
+            if rule == "pooled":
+                self._log("p95-pooled", best(gain, pf >= 0.95))
+                self._log("p90-pooled", best(gain, pf >= 0.90))
                 continue
             self._log("p95", best(gain, pf >= 0.95))
             self._log("p90", best(gain, pf >= 0.90))

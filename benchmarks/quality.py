@@ -217,7 +217,8 @@ def refine_optimum(world, found: dict, n_cloud: int = 256, seed: int = 0) -> dic
 
     ``find_optimum``'s global Sobol stage can miss a thin feasible sliver: on
     value_model seed 5 no Sobol point was feasible and improving, so it returned
-    the control. Starts: the found point; the best feasible point of a Gaussian
+    the control. A random local search (shrinking Gaussian steps) follows the
+    polish. Starts: the found point; the best feasible point of a Gaussian
     cloud (sd 0.1 in the unit cube) around the base; and, for a scale-invariant
     world, the best feasible point of the line that scales every free weight
     together (the same as moving the held one). The first weight stays at its
@@ -232,7 +233,8 @@ def refine_optimum(world, found: dict, n_cloud: int = 256, seed: int = 0) -> dic
     logs = np.array([world.log_scale[names[i]] for i in free])
     lo = np.array([world.bounds[names[i]][0] for i in free], dtype=float)
     hi = np.array([world.bounds[names[i]][1] for i in free], dtype=float)
-    lo_t, hi_t = np.where(logs, np.log(lo), lo), np.where(logs, np.log(hi), hi)
+    lo_t = np.where(logs, np.log(np.where(logs, lo, 1.0)), lo)
+    hi_t = np.where(logs, np.log(np.where(logs, hi, 1.0)), hi)
     base = world.base_vector()
     metrics = list(world.metrics)
     obj_w = np.array([problem.objective.get(m, 0.0) for m in metrics])
@@ -279,6 +281,16 @@ def refine_optimum(world, found: dict, n_cloud: int = 256, seed: int = 0) -> dic
             o, sl = evaluate(v)
             if (sl >= -1e-12).all() and o[0] > best_obj:
                 best_v, best_obj = v, float(o[0])
+    if best_v is not None:  # random local search: robust on piecewise-constant worlds
+        for scale in (0.08, 0.04, 0.02, 0.01, 0.005):
+            for _ in range(4):
+                trial = np.clip(best_v + scale * rng.standard_normal((48, len(free))), 0.0, 1.0)
+                o, sl = evaluate(trial)
+                ok = (sl >= -1e-12).all(axis=1) & (o > best_obj)
+                if not ok.any():
+                    break
+                i = np.flatnonzero(ok)[np.argmax(o[ok])]
+                best_v, best_obj = trial[i], float(o[i])
     if best_v is None or (found.get("feasible", True)
                           and best_obj <= found["objective"] + 1e-12):
         return {**found, "refined": False}
@@ -286,7 +298,7 @@ def refine_optimum(world, found: dict, n_cloud: int = 256, seed: int = 0) -> dic
     d = world.true_deltas(params)
     return {"objective": problem.objective_value(d), "violation": problem.violation(d),
             "feasible": problem.violation(d) <= FEASIBLE_TOL, "params": params,
-            "how": found["how"] + " + refine_optimum (COBYQA from more starts)",
+            "how": found["how"] + " + refine_optimum (COBYQA from more starts, local search)",
             "refined": True, "found_objective": found["objective"]}
 
 
@@ -495,6 +507,7 @@ def expand_readouts(runs: list[dict]) -> list[dict]:
             pseudo = {k: v for k, v in r.items() if k not in ("readouts", "arms")}
             pseudo.update({k: ro[k] for k in ("gain_pct", "violation_pp", "feasible",
                                               "first_feasible_hour", "switches", "trace")})
+            pseudo["final_arm"] = ro["trace"][-1][3] if ro["trace"] else None
             pseudo["method"] = f"{r['method']}[{rule}]"
             pseudo["readout_of"] = r["method"]
             out.append(pseudo)

@@ -75,7 +75,8 @@ class Method:
         name: Label in tables.
         factory: ``"module:Class"`` of an Optimizer subclass, or None for hz-ray's.
         config: Nested overrides of the tuning config (``{"optimizer": {...}}``).
-        backend: Backend options: ``reporting_delay_hours``, ``raw_means``.
+        backend: Backend options: ``reporting_delay_hours``, ``raw_means``,
+            ``traffic_per_arm`` (users per group-hour, default 20,000).
         description: One line for the report.
         needs: Importable module the method needs (skipped with a message if absent).
     """
@@ -212,7 +213,8 @@ def compute_optimum(world_name: str, seed: int) -> dict:
     return out
 
 
-def refine_optimum(world, found: dict, n_cloud: int = 256, seed: int = 0) -> dict:
+def refine_optimum(world, found: dict, n_cloud: int = 256, seed: int = 0,
+                   problem=None) -> dict:
     """Polish a found optimum from more starting points (COBYQA in the search box).
 
     ``find_optimum``'s global Sobol stage can miss a thin feasible sliver: on
@@ -227,7 +229,7 @@ def refine_optimum(world, found: dict, n_cloud: int = 256, seed: int = 0) -> dic
     import numpy as np
     from scipy.optimize import Bounds, NonlinearConstraint, minimize
 
-    problem = world.default_problem
+    problem = problem or world.default_problem
     names = world.parameter_names
     free = list(range(1, len(names))) if world.scale_invariant else list(range(len(names)))
     logs = np.array([world.log_scale[names[i]] for i in free])
@@ -337,6 +339,46 @@ def refine_cached(world_name: str, seed: int, found: dict) -> dict:
     return out
 
 
+def information_limit(world_name: str, seed: int, hours: int, slots: int, optimum: dict,
+                      traffic: int = 20_000) -> dict:
+    """Best gain that ``hours`` x ``slots`` of traffic could certify as feasible at 95%.
+
+    Suppose every slot ran one and the same point for the whole job. The delta of
+    metric ``i`` averaged over the job then has variance
+    ``cv_i^2 / traffic / hours * (1 / slots + 1)``: the test groups' noise averages
+    over ``slots * hours`` group-hours, the same-hour control's only over ``hours``.
+    Each guardrail bound is tightened by ``z`` such deviations, with ``z`` the
+    one-sided Bonferroni quantile for P(all guardrails hold) >= 0.95, and the best
+    point of the tightened problem is found (``refine_optimum`` from the true
+    optimum). Without prior knowledge beyond the data, no tuner can recommend a
+    better point *and know* at 95% that it is feasible; a tuner can still be lucky,
+    or use a well-specified prior, so it is a yardstick, not a hard bound.
+    """
+    _single_thread()
+    from statistics import NormalDist
+
+    from hz_ray.backends import BenchmarkProblem, make_world
+
+    world = make_world(world_name, seed=seed)
+    base = world.default_problem
+    k = len(base.min_deltas) + len(base.max_deltas)
+    z = NormalDist().inv_cdf(1 - 0.05 / max(k, 1))
+    margin = {m: z * world.unit_cv[m] * math.sqrt((1.0 / slots + 1.0) / traffic / hours)
+              for m in [*base.min_deltas, *base.max_deltas]}
+    tight = BenchmarkProblem(base.objective,
+                             {m: c + margin[m] for m, c in base.min_deltas.items()},
+                             {m: c - margin[m] for m, c in base.max_deltas.items()})
+    start = dict(optimum)
+    start["feasible"] = tight.violation(world.true_deltas(optimum["params"])) <= FEASIBLE_TOL
+    start["objective"] = optimum["objective"] if start["feasible"] else -math.inf
+    out = refine_optimum(world, start, problem=tight)
+    gain = max(0.0, out["objective"]) if math.isfinite(out["objective"]) else 0.0
+    return {"hours": hours, "slots": slots, "z": z,
+            "margins_pp": {m: 100 * v for m, v in margin.items()},
+            "certifiable_gain_pct": 100 * gain,
+            "frac_of_optimum": gain / optimum["objective"] if optimum["objective"] > 0 else None}
+
+
 def load_optima(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
@@ -391,7 +433,8 @@ def _run_one(task: dict) -> dict:
     clock = SimClock()
     backend = SimulatedBackend(
         world, clock, seed=seed, realism=_realism(task["world"]),
-        reporting_delay_hours=method.backend.get("reporting_delay_hours", 0))
+        reporting_delay_hours=method.backend.get("reporting_delay_hours", 0),
+        traffic_per_arm=int(method.backend.get("traffic_per_arm", 20_000)))
     if method.backend.get("raw_means"):
         from benchmarks.baselines.raw_means import RawMeansBackend
 

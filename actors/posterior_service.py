@@ -83,7 +83,7 @@ CHECKPOINT_FORMAT = "hz-ray.posterior/2"
 DEFAULT_CHECKPOINT_INTERVAL_S = 10.0
 DEFAULT_MIN_REFRESH_INTERVAL_S = 0.25
 _REFRESH_ERROR_BACKOFF_S = 1.0
-_RELEASE_INTERVAL_S = 10.0
+_RELEASE_INTERVAL_S = 2.0  # bounds the pile-up of replaced snapshots (peak RSS)
 
 
 @dataclass

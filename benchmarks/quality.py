@@ -434,7 +434,7 @@ def _run_one(task: dict) -> dict:
     backend = SimulatedBackend(
         world, clock, seed=seed, realism=_realism(task["world"]),
         reporting_delay_hours=method.backend.get("reporting_delay_hours", 0),
-        traffic_per_arm=int(method.backend.get("traffic_per_arm", 20_000)))
+        traffic_per_arm=int(method.backend.get("traffic_per_arm", task.get("traffic", 20_000))))
     if method.backend.get("raw_means"):
         from benchmarks.baselines.raw_means import RawMeansBackend
 
@@ -517,6 +517,7 @@ def _run_one(task: dict) -> dict:
     return {
         "method": method.name, "world": task["world"], "seed": seed, "hours": hours,
         "slots": task["slots"], "arm_hours": list(task["arm_hours"]),
+        "traffic": task.get("traffic", 20_000),
         "gain_pct": gain, "violation_pp": viol, "feasible": viol <= 100 * FEASIBLE_TOL,
         "final_arm": final.arm_id, "final_params": dict(final.params),
         "final_posterior": {"gain_mean_pct": 100 * final.objective_mean,
@@ -739,6 +740,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="explicit seeds (overrides --seeds)")
     parser.add_argument("--hours", type=int, nargs="+", default=[72])
     parser.add_argument("--slots", type=int, default=8)
+    parser.add_argument("--traffic", type=int, default=20_000,
+                        help="users per group-hour (test groups and control alike); a "
+                             "method's backend.traffic_per_arm overrides it")
     parser.add_argument("--arm-hours", type=int, nargs=2, default=None, metavar=("MIN", "MAX"),
                         help="arm min_hours and max_hours (default: 6 24 from 48 h, else 3 8)")
     parser.add_argument("--workers", type=int, default=2)
@@ -815,7 +819,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.optima_only:
             return 0
         tasks = [{"method": m.name, "method_spec": dataclasses.asdict(m), "world": w,
-                  "seed": s, "hours": h, "slots": args.slots,
+                  "seed": s, "hours": h, "slots": args.slots, "traffic": args.traffic,
                   "arm_hours": list(args.arm_hours or arm_hours_for(h))}
                  for h in args.hours for w in args.worlds for s in seeds for m in methods]
         print(f"{len(tasks)} runs on {args.workers} workers ...", flush=True)
@@ -845,6 +849,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"command": " ".join([Path(sys.executable).name, *sys.argv]),
             "argv": argv if argv is not None else sys.argv[1:], "seeds": seeds,
             "hours": args.hours, "slots": args.slots, "workers": args.workers,
+            "traffic": args.traffic,
             "methods": {m.name: dataclasses.asdict(m) for m in methods},
             "machine": _machine(), "hz_ray_sources": _sources(),
             "elapsed_s": time.perf_counter() - t_start}

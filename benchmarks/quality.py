@@ -379,6 +379,31 @@ def information_limit(world_name: str, seed: int, hours: int, slots: int, optimu
             "frac_of_optimum": gain / optimum["objective"] if optimum["objective"] > 0 else None}
 
 
+def _information_limits(pool, args, seeds: list[int], optima: dict) -> int:
+    """CLI: information_limit for every world x seed x horizon; prints and writes JSON."""
+    keys = [(w, s, h) for w in args.worlds for s in seeds for h in args.hours]
+    futs = {pool.submit(information_limit, w, s, h, args.slots, optima[optimum_key(w, s)],
+                        args.traffic): (w, s, h) for w, s, h in keys}
+    rows = {}
+    for fut in cf.as_completed(futs):
+        w, s, h = futs[fut]
+        r = fut.result()
+        rows[f"{optimum_key(w, s)}:{h}h"] = r
+        print(f"{w} seed {s} {h} h: certifiable {r['certifiable_gain_pct']:.3f}% "
+              f"({100 * (r['frac_of_optimum'] or 0):.0f}% of the optimum); margins pp "
+              + ", ".join(f"{m} {v:.3f}" for m, v in r["margins_pp"].items()), flush=True)
+    for h in args.hours:
+        fr = sorted(100 * (r["frac_of_optimum"] or 0) for k, r in rows.items()
+                    if k.endswith(f":{h}h"))
+        print(f"{h} h, traffic {args.traffic}: median {statistics.median(fr):.0f}% of the "
+              f"optimum certifiable (min {fr[0]:.0f}%, max {fr[-1]:.0f}%)")
+    path = args.out / f"information_limit-{args.tag or 'run'}.json"
+    path.write_text(json.dumps({"traffic": args.traffic, "slots": args.slots, "rows": rows},
+                               indent=1))
+    print(f"wrote {path}")
+    return 0
+
+
 def load_optima(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
@@ -758,6 +783,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="list the methods and exit")
     parser.add_argument("--optima-only", action="store_true",
                         help="compute and refine the true optima, then exit")
+    parser.add_argument("--information-limit", action="store_true",
+                        help="compute the certifiable-gain yardstick (information_limit) for "
+                             "the worlds x seeds x hours at --slots and --traffic, then exit")
     parser.add_argument("--merge", type=Path, nargs="+", default=None,
                         help="re-score and tabulate saved quality-*.json files (no runs)")
     parser.add_argument("--per-seed", nargs="*", default=None, metavar="METHOD",
@@ -818,6 +846,8 @@ def main(argv: list[str] | None = None) -> int:
             optima = load_optima(optima_path)
         if args.optima_only:
             return 0
+        if args.information_limit:
+            return _information_limits(pool, args, seeds, optima)
         tasks = [{"method": m.name, "method_spec": dataclasses.asdict(m), "world": w,
                   "seed": s, "hours": h, "slots": args.slots, "traffic": args.traffic,
                   "arm_hours": list(args.arm_hours or arm_hours_for(h))}

@@ -416,8 +416,9 @@ class ArmSlotRunner:
         arm = self.current
         if arm is not None:
             p_feasible = ack.p_feasible if ack is not None else None
+            pick_share = ack.pick_share if ack is not None else None
             reason = stop_reason(self.arms_spec, hour - arm.launched_hour,
-                                 arm.feed.hours_complete, p_feasible)
+                                 arm.feed.hours_complete, p_feasible, pick_share)
             if reason is not None:
                 self._stop_started = time.perf_counter()
                 self._backend_call("stop", lambda: self.backend.stop(arm.arm_id))

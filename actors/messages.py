@@ -94,6 +94,8 @@ class ReportAck:
             the newest posterior snapshot, or ``None`` when not yet assessed.
         assessed_version: Data version of that snapshot (-1 if none).
         incarnation: Id of this life of the central actor (changes on restart).
+        pick_share: ``Report.arm_id``'s share of the newest Thompson plan's
+            picks, or ``None`` (not assessed, or contender stops are off).
     """
 
     accepted: int
@@ -103,6 +105,7 @@ class ReportAck:
     p_feasible: float | None = None
     assessed_version: int = -1
     incarnation: str = ""
+    pick_share: float | None = None
 
 
 @dataclass(frozen=True)

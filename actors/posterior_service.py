@@ -96,12 +96,15 @@ class _Published:
         assessments: Live arms' posterior views at this snapshot.
         recommendation: The readout at this snapshot.
         version: Data (ledger) version of the snapshot.
+        pick_shares: Live arms' shares of ``plan``'s picks (empty when the
+            job does not stop arms that cannot win).
     """
 
     plan: SelectionPlan
     assessments: Mapping[str, ArmAssessment]
     recommendation: Recommendation
     version: int
+    pick_shares: Mapping[str, float] = field(default_factory=dict)
     used: set[int] = field(default_factory=set)
 
 
@@ -405,16 +408,17 @@ class PosteriorService:
         self._wait_durable(ticket)
         self.telemetry.record_ingest(len(result.accepted), result.duplicates,
                                      len(result.rejected) + len(invalid) + len(report.rejections))
-        p_feasible = None
+        p_feasible = pick_share = None
         assessed = -1
         if published is not None:
             assessed = published.version
             view = published.assessments.get(report.arm_id) if report.arm_id else None
             p_feasible = view.p_feasible if view is not None else None
+            pick_share = published.pick_shares.get(report.arm_id) if report.arm_id else None
         self.telemetry.record_slot(report.slot, last_hour=hour, p_feasible=p_feasible)
         return ReportAck(len(result.accepted), result.duplicates,
                          len(result.rejected) + len(invalid) + len(report.rejections), version,
-                         p_feasible, assessed, self.incarnation)
+                         p_feasible, assessed, self.incarnation, pick_share)
 
     def _quarantine(self, key: str, record: Any, reason: str) -> int:
         """Log a rejection once (retries are not logged again); caller holds the lock."""
@@ -641,10 +645,13 @@ class PosteriorService:
             reader.refresh(view, force_refit=force_refit)
             plan = reader.plan(live, salt=self._refreshes)
             assessments = {a.arm_id: a for a in reader.assess(list(live))} if live else {}
+            shares = (reader.pick_shares(plan, live)
+                      if self.config.arms.contender_stop_share > 0 else {})
             recommendation = reader.recommend()
             elapsed = time.perf_counter() - started
             refit = reader.surrogate.num_refits > refits_before
-            self._published = _Published(plan, assessments, recommendation, view.version)
+            self._published = _Published(plan, assessments, recommendation, view.version,
+                                         shares)
             self._checkpoint_seq_candidate = checkpoint_seq
             self._drained_ticket = drained_ticket
             self._refreshes += 1

@@ -161,6 +161,11 @@ class ArmsSpec:
         guardrail_stop_probability: Stop an arm after ``min_hours`` when its
             posterior probability of meeting every constraint falls below
             this (it is probably harming users). 0 disables early stops.
+        contender_stop_share: Stop an arm after ``min_hours`` when its share of
+            the latest Thompson plan's picks (its posterior probability of
+            being the best feasible candidate) is below this: the slot then
+            tries a fresh sample instead of collecting more data on an arm
+            that cannot win. 0 disables.
         late_data_hours: Hours a stopped arm is still polled for late
             publications of the hours it was live.
         synchronous: Launch arms in batches and wait until every arm of a
@@ -172,6 +177,7 @@ class ArmsSpec:
     min_hours: int = 6
     max_hours: int = 24
     guardrail_stop_probability: float = 0.05
+    contender_stop_share: float = 0.0
     late_data_hours: int = 24
     synchronous: bool = False
 
@@ -188,6 +194,9 @@ class ArmsSpec:
                  and 0 <= self.guardrail_stop_probability < 0.5,
                  f"{where}.guardrail_stop_probability", self.guardrail_stop_probability,
                  "a probability in [0, 0.5)", "0 disables early guardrail stops.")
+        _require(_is_number(self.contender_stop_share) and 0 <= self.contender_stop_share < 1,
+                 f"{where}.contender_stop_share", self.contender_stop_share,
+                 "a share in [0, 1)", "0 disables stops of arms that cannot win.")
         _require(_is_int(self.late_data_hours) and self.late_data_hours >= 0,
                  f"{where}.late_data_hours", self.late_data_hours, "an integer >= 0")
         _require(isinstance(self.synchronous, bool), f"{where}.synchronous", self.synchronous,

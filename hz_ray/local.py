@@ -151,12 +151,18 @@ class LocalDriver:
         live = [a for a in self.arms.values() if a.stopped_hour is None]
         if not live:
             return []
-        assessed = {a.arm_id: a for a in self.optimizer.assess([a.arm_id for a in live])}
+        live_ids = [a.arm_id for a in live]
+        assessed = {a.arm_id: a for a in self.optimizer.assess(live_ids)}
+        shares: dict[str, float] = {}
+        if self.config.arms.contender_stop_share > 0:
+            shares = self.optimizer.pick_shares(
+                self.optimizer.plan(live_ids, salt=hour), live_ids)
         stopped = []
         for arm in live:
             view = assessed[arm.arm_id]
             reason = stop_reason(self.config.arms, hour - arm.launched_hour,
-                                 arm.feed.hours_complete, view.p_feasible)
+                                 arm.feed.hours_complete, view.p_feasible,
+                                 shares.get(arm.arm_id))
             if reason is None:
                 continue
             self.backend.stop(arm.arm_id)

@@ -438,6 +438,31 @@ class Optimizer:
         return [s for _, s in plan.choose(n, self.space, seed=plan.seed + 1,
                                           exclude=self._live_candidates(plan, live_arms))]
 
+    def pick_shares(self, plan: SelectionPlan, arm_ids: Sequence[str]) -> dict[str, float]:
+        """Each arm's share of a plan's Thompson picks: P(its weights are the best feasible).
+
+        Picks are summed over every candidate at the arm's weights: the
+        candidates hold one entry per launched arm, and re-runs of the same
+        weights are separate entries whose draws are identical, so the picks
+        fall on whichever comes first.
+
+        Args:
+            plan: A plan from :meth:`plan`.
+            arm_ids: Registered arms.
+
+        Returns:
+            ``{arm_id: share in [0, 1]}``.
+        """
+        arms = self.ledger.arms
+        ids = [a for a in arm_ids if a in arms]
+        if not ids:
+            return {}
+        X = self.space.encode_many([arms[a].params for a in ids])
+        same = torch.cdist(X, plan.candidates) < 1e-9  # arms x candidates
+        total = float(plan.counts.sum()) or 1.0
+        picks = (same.to(plan.counts.dtype) * plan.counts.unsqueeze(0)).sum(dim=1)
+        return {a: float(picks[i]) / total for i, a in enumerate(ids)}
+
     def _live_candidates(self, plan: SelectionPlan, live_arms: Sequence[str]) -> list[int]:
         """Indices of candidates whose weights are already live in some slot.
 

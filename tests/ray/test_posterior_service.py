@@ -145,3 +145,32 @@ def test_status_and_readout_before_data(service):
     summary = service.hour_summary(0)
     assert summary.live_arms == 0 and summary.recommendation.is_control
     assert dataclasses.asdict(status)["extra"]["rss_bytes"] > 0
+
+
+def test_ack_carries_the_live_arms_pick_share_when_contender_stops_are_on(config, tmp_path):
+    on = dataclasses.replace(config, arms=dataclasses.replace(config.arms,
+                                                              contender_stop_share=0.01))
+    svc = PosteriorService(on, tmp_path, background=False)
+    try:
+        good = svc.sample(0, 0, hour=0).arm_id
+        bad = svc.sample(1, 0, hour=0).arm_id
+        svc.report(Report(0, 4, good, deltas(good, range(4), value=0.01)))
+        svc.report(Report(1, 4, bad, deltas(bad, range(4), value=-0.05)))
+        svc.refresh_now()
+        ack_good = svc.report(Report(0, 4, good, ()))
+        ack_bad = svc.report(Report(1, 4, bad, ()))
+        published = svc._published
+        expected = svc._reader.pick_shares(published.plan, [good, bad])
+        assert ack_good.pick_share == pytest.approx(expected[good])
+        assert ack_bad.pick_share == pytest.approx(expected[bad])
+        assert ack_good.pick_share > ack_bad.pick_share
+    finally:
+        svc.close()
+    off = PosteriorService(config, tmp_path / "off", background=False)
+    try:
+        arm = off.sample(0, 0, hour=0).arm_id
+        off.report(Report(0, 2, arm, deltas(arm, range(2))))
+        off.refresh_now()
+        assert off.report(Report(0, 2, arm, ())).pick_share is None
+    finally:
+        off.close()

@@ -92,3 +92,20 @@ def test_bad_hours_is_a_typed_error(tmp_path):
     clock = SimClock()
     with pytest.raises(Exception, match="'hours' must be an integer >= 1"):
         run_local(config, SimulatedBackend(world, clock, seed=0), clock=clock, hours=0)
+
+
+def test_contender_stops_end_arms_that_cannot_win_after_min_hours(tmp_path):
+    world, config = smooth_job(contender_stop_share=0.05)
+    clock = SimClock()
+    backend = SimulatedBackend(world, clock, seed=0, traffic_per_arm=50_000)
+    result = run_local(config, backend, clock=clock, hours=HOURS, run_dir=tmp_path / "c")
+    reasons = [a.stop_reason for a in result.arms.values()]
+    assert "not_contender" in reasons
+    for arm in result.arms.values():
+        if arm.stop_reason == "not_contender":
+            assert arm.stopped_hour - arm.launched_hour >= config.arms.min_hours
+            assert arm.hours_observed >= config.arms.min_hours
+    baseline, _, _ = run(tmp_path, "no-contender-stops")
+    assert "not_contender" not in {a.stop_reason for a in baseline.arms.values()}
+    # Freed slots take fresh samples: more arms run in the same hours.
+    assert len(result.arms) > len(baseline.arms)

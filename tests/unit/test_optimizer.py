@@ -143,3 +143,25 @@ def test_live_arm_without_data_lowers_picks_next_to_it(small_config):
     share_after = float(with_live.counts[top]) / float(with_live.counts.sum())
     assert share_ignored > 0.02
     assert share_after < 0.85 * share_ignored
+
+
+def test_pick_shares_follow_the_thompson_picks_and_add_up_re_runs(optimizer):
+    arms = grid_arms(optimizer, n=20)
+    feed(optimizer, arms, range(12), sd=0.002)
+    best = max((a for a in arms if true_deltas(arms[a])[1] >= -0.003),
+               key=lambda a: true_deltas(arms[a])[0])
+    worst = min(arms, key=lambda a: true_deltas(arms[a])[0])
+    # A re-run of the best arm's weights, without data yet.
+    optimizer.register_arm("rerun", dict(optimizer.ledger.arms[best].params), hour=12)
+    optimizer.refresh(force_refit=True)
+    plan = optimizer.plan()
+    shares = optimizer.pick_shares(plan, [*arms, "rerun"])
+    # Independent check: the shares are the plan's counts at each arm's point.
+    X = optimizer.space.encode(optimizer.ledger.arms[best].params)
+    at_best = (torch.cdist(X.unsqueeze(0), plan.candidates)[0] < 1e-9)
+    expected = float(plan.counts[at_best].sum() / plan.counts.sum())
+    assert shares[best] == pytest.approx(expected)
+    assert shares["rerun"] == pytest.approx(shares[best])  # same weights, same share
+    assert shares[best] > 0.05
+    assert shares[worst] == 0.0
+    assert 0.0 <= sum(v for a, v in shares.items() if a != "rerun") <= 1.0 + 1e-12

@@ -109,23 +109,3 @@ def test_contender_stops_end_arms_that_cannot_win_after_min_hours(tmp_path):
     assert "not_contender" not in {a.stop_reason for a in baseline.arms.values()}
     # Freed slots take fresh samples: more arms run in the same hours.
     assert len(result.arms) > len(baseline.arms)
-
-
-def test_confirmation_phase_re_runs_earlier_weights_at_the_end(tmp_path):
-    world, config = smooth_job()
-    config = dataclasses.replace(
-        config, optimizer=dataclasses.replace(config.optimizer, confirm_hours=5))
-    clock = SimClock()
-    backend = SimulatedBackend(world, clock, seed=0, traffic_per_arm=50_000)
-    result = run_local(config, backend, clock=clock, hours=HOURS, run_dir=tmp_path / "k")
-    start = HOURS - config.optimizer.confirm_hours
-    early = [dict(a.params) for a in result.arms.values() if a.launched_hour < start]
-    late = [a for a in result.arms.values() if a.launched_hour >= start]
-    assert late, "no arm was launched in the confirmation phase"
-    for arm in late:
-        assert dict(arm.params) in early, f"{arm.arm_id} explored new weights"
-    # Before the phase, the same job explores: most launches are new weights.
-    ordered = sorted(result.arms.values(), key=lambda a: a.arm_id)
-    new = [a for i, a in enumerate(ordered) if 0 < a.launched_hour < start
-           and all(dict(a.params) != dict(b.params) for b in ordered[:i])]
-    assert new

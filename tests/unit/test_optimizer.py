@@ -165,27 +165,3 @@ def test_pick_shares_follow_the_thompson_picks_and_add_up_re_runs(optimizer):
     assert shares[best] > 0.05
     assert shares[worst] == 0.0
     assert 0.0 <= sum(v for a, v in shares.items() if a != "rerun") <= 1.0 + 1e-12
-
-
-def test_confirmation_plan_re_runs_only_arms_with_data_and_allows_live_copies(optimizer):
-    arms = grid_arms(optimizer, n=12)
-    feed(optimizer, {a: u for a, u in arms.items() if a != "arm-11"}, range(8), sd=0.002)
-    optimizer.refresh(force_refit=True)
-    plan = optimizer.plan(confirm=True)
-    observed = optimizer.space.encode_many(
-        [optimizer.ledger.arms[a].params for a in arms if a != "arm-11"])
-    assert plan.candidates.shape == observed.shape
-    assert torch.equal(plan.candidates, observed)
-    assert set(plan.sources) == {"arm"}
-    # The most picked arm is suggested even while it is live (a copy side by side);
-    # the ordinary suggestion never repeats live weights.
-    top = int(torch.argmax(plan.counts))
-    top_id = [a for a in arms if a != "arm-11"][top]
-    every = [optimizer.suggest(1, live_arms=[top_id], salt=s, confirm=True)[0]
-             for s in range(20)]
-    live_params = optimizer.ledger.arms[top_id].params
-    assert any(s.params == live_params for s in every)
-    plain = [optimizer.suggest(1, live_arms=[top_id], salt=s)[0] for s in range(5)]
-    assert all(s.params != live_params for s in plain)
-    for s in every:
-        assert any(s.params == optimizer.ledger.arms[a].params for a in arms if a != "arm-11")

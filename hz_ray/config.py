@@ -228,11 +228,6 @@ class OptimizerSpec:
         refit_growth: ... or this relative growth of the training set.
         feasibility_threshold: P(feasible) an arm needs to be recommended.
         recommend_min_hours: Hours of data an arm needs to be recommended.
-        confirm_hours: In the last ``confirm_hours`` hours of a job whose
-            horizon the driver knows, freed slots re-run arms that already have
-            data, in proportion to their Thompson picks among those arms, side
-            by side if need be: the end of the job firms up the evidence on the
-            contenders for the readout instead of exploring. 0 disables.
     """
 
     seed: int = 0
@@ -249,7 +244,6 @@ class OptimizerSpec:
     refit_growth: float = 0.25
     feasibility_threshold: float = 0.95
     recommend_min_hours: int = 6
-    confirm_hours: int = 0
 
     def validate(self, where: str) -> None:
         """Raise ConfigError unless the spec is well-formed."""
@@ -258,7 +252,7 @@ class OptimizerSpec:
         for attr, lo, hi in (("bucket_size", 1, 100_000), ("thompson_draws", 1, 1_000_000),
                              ("proposals", 1, 1_000_000), ("proposal_draws", 1, 10_000),
                              ("max_proposals_added", 1, 1000), ("refit_min_new_points", 1, 10**6),
-                             ("recommend_min_hours", 1, 10**6), ("confirm_hours", 0, 10**6)):
+                             ("recommend_min_hours", 1, 10**6)):
             value = getattr(self, attr)
             _require(_is_int(value) and lo <= value <= hi, f"{where}.{attr}", value,
                      f"an integer in [{lo}, {hi}]")

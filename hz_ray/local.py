@@ -81,16 +81,11 @@ class LocalDriver:
         run_dir: Folder for the event log and the checkpoint.
         optimizer_factory: Builds the optimiser from the config (default
             :class:`Optimizer`); benchmarks plug baselines in here.
-        horizon_hours: The job's last hour (exclusive), when known; arms
-            launched in its last ``optimizer.confirm_hours`` hours re-run
-            contenders.
     """
 
     def __init__(self, config: TuningConfig, backend: ArmBackend, clock: Clock,
-                 run_dir: Path, optimizer_factory: OptimizerFactory | None = None,
-                 horizon_hours: int | None = None) -> None:
+                 run_dir: Path, optimizer_factory: OptimizerFactory | None = None) -> None:
         self.config = config
-        self.horizon_hours = horizon_hours
         self.backend = backend
         self.clock = clock
         self.run_dir = run_dir
@@ -183,15 +178,9 @@ class LocalDriver:
         if free <= 0 or (self.config.arms.synchronous and live):
             return []
         launched = []
-        confirm_hours = self.config.optimizer.confirm_hours
-        confirm = (confirm_hours > 0 and self.horizon_hours is not None
-                   and self.horizon_hours - hour <= confirm_hours)
         for _ in range(free):
             # One slot at a time: each launched arm is a pending observation for the next.
-            if confirm:
-                suggestion = self.optimizer.suggest(1, live_arms=live, salt=hour, confirm=True)[0]
-            else:
-                suggestion = self.optimizer.suggest(1, live_arms=live, salt=hour)[0]
+            suggestion = self.optimizer.suggest(1, live_arms=live, salt=hour)[0]
             arm_id = f"arm-{len(self.arms):04d}"
             params = dict(suggestion.params)
             self.optimizer.register_arm(arm_id, params, hour)
@@ -281,7 +270,7 @@ def run_local(
     clock = clock if clock is not None else SimClock()
     folder = Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp(prefix="hz-ray-"))
     folder.mkdir(parents=True, exist_ok=True)
-    driver = LocalDriver(config, backend, clock, folder, optimizer_factory, horizon_hours=hours)
+    driver = LocalDriver(config, backend, clock, folder, optimizer_factory)
     with torch_threads(1):
         return _drive(driver, clock, hours, resume, progress)
 

@@ -376,8 +376,7 @@ class Optimizer:
             points += [arm_X[i] for i in ranked[:PROPOSAL_ANCHORS]]
         return torch.stack(points)
 
-    def plan(self, live_arms: Sequence[str] = (), salt: int = 0,
-             confirm: bool = False) -> SelectionPlan:
+    def plan(self, live_arms: Sequence[str] = (), salt: int = 0) -> SelectionPlan:
         """Run Algorithm 1 (with Algorithm 3's proposals) on the latest snapshot.
 
         The candidates are the initial bucket, every arm launched so far and,
@@ -393,9 +392,6 @@ class Optimizer:
                 observed.
             salt: Extra entropy for callers that plan several times on the
                 same data.
-            confirm: Candidates are only the arms that have data (the
-                confirmation phase, see ``OptimizerSpec.confirm_hours``); the
-                ordinary plan when no arm has data yet.
         """
         snapshot, view = self.snapshot(), self._view
         assert view is not None  # narrowed by snapshot()
@@ -404,15 +400,6 @@ class Optimizer:
         seed = _derive_seed(opt.seed, view.version, len(view.arm_ids), tuple(live_arms), salt)
         rng = random.Random(seed)
         arm_X = self.space.encode_many(view.arm_params)
-        observed = [i for i, h in enumerate(view.arm_hours) if h > 0]
-        if confirm and observed:
-            candidates = arm_X[observed]
-            draws = snapshot.sample(candidates, opt.thompson_draws, seed=rng.getrandbits(62))
-            counts = pick_counts(draws, self.outcomes.objective_weights,
-                                 self.outcomes.constraint_matrix,
-                                 self.outcomes.constraint_bounds)
-            return SelectionPlan(candidates, ("arm",) * len(observed), counts, view.version,
-                                 seed)
         sources = ["bucket"] * self.bucket.shape[0] + ["arm"] * arm_X.shape[0]
         candidates = torch.cat([self.bucket, arm_X])
         if opt.proposal_probability > 0 and rng.random() < opt.proposal_probability:
@@ -429,8 +416,7 @@ class Optimizer:
                              self.outcomes.constraint_matrix, self.outcomes.constraint_bounds)
         return SelectionPlan(candidates, tuple(sources), counts, view.version, seed)
 
-    def suggest(self, n: int, live_arms: Sequence[str] = (), salt: int = 0,
-                confirm: bool = False) -> list[Suggestion]:
+    def suggest(self, n: int, live_arms: Sequence[str] = (), salt: int = 0) -> list[Suggestion]:
         """Draw ``n`` arms to launch by constrained Thompson sampling.
 
         :meth:`plan` then ``n`` distinct picks sampled in proportion to their
@@ -441,8 +427,6 @@ class Optimizer:
             live_arms: Arms live now; those without data count as partly
                 observed.
             salt: Extra entropy, e.g. the job hour.
-            confirm: Re-run arms that have data (see :meth:`plan`); weights
-                already live may then run again side by side.
 
         Returns:
             ``n`` suggestions (when fewer candidates were picked, the most
@@ -450,9 +434,9 @@ class Optimizer:
         """
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise field_error(StateError, "n", n, "an integer >= 1")
-        plan = self.plan(live_arms, salt, confirm=confirm)
-        exclude = [] if confirm else self._live_candidates(plan, live_arms)
-        return [s for _, s in plan.choose(n, self.space, seed=plan.seed + 1, exclude=exclude)]
+        plan = self.plan(live_arms, salt)
+        return [s for _, s in plan.choose(n, self.space, seed=plan.seed + 1,
+                                          exclude=self._live_candidates(plan, live_arms))]
 
     def pick_shares(self, plan: SelectionPlan, arm_ids: Sequence[str]) -> dict[str, float]:
         """Each arm's share of a plan's Thompson picks: P(its weights are the best feasible).

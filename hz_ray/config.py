@@ -228,6 +228,12 @@ class OptimizerSpec:
         refit_growth: ... or this relative growth of the training set.
         feasibility_threshold: P(feasible) an arm needs to be recommended.
         recommend_min_hours: Hours of data an arm needs to be recommended.
+        picks_beat_control: A candidate wins a Thompson draw only if, in that
+            draw, it is feasible and its gain beats the control's (zero):
+            draws the control wins give no pick, so no slot re-runs a safe arm
+            that is believed worse than the control. If the control wins
+            every draw, the plain Algorithm 1 counts are used. False is the
+            paper's plain Algorithm 1.
     """
 
     seed: int = 0
@@ -244,6 +250,7 @@ class OptimizerSpec:
     refit_growth: float = 0.25
     feasibility_threshold: float = 0.95
     recommend_min_hours: int = 6
+    picks_beat_control: bool = True
 
     def validate(self, where: str) -> None:
         """Raise ConfigError unless the spec is well-formed."""
@@ -258,6 +265,8 @@ class OptimizerSpec:
                      f"an integer in [{lo}, {hi}]")
         _require(_is_number(self.proposal_probability) and 0 <= self.proposal_probability <= 1,
                  f"{where}.proposal_probability", self.proposal_probability, "in [0, 1]")
+        _require(isinstance(self.picks_beat_control, bool), f"{where}.picks_beat_control",
+                 self.picks_beat_control, "true or false")
         _require(_is_number(self.local_scale) and 0 < self.local_scale <= 1,
                  f"{where}.local_scale", self.local_scale, "in (0, 1]")
         _require(_is_number(self.var_floor) and self.var_floor > 0, f"{where}.var_floor",

@@ -411,10 +411,36 @@ class Optimizer:
                 local_scale=opt.local_scale, seed=rng.getrandbits(62))
             candidates = torch.cat([candidates, proposals])
             sources += ["proposal"] * proposals.shape[0]
-        draws = snapshot.sample(candidates, opt.thompson_draws, seed=rng.getrandbits(62))
-        counts = pick_counts(draws, self.outcomes.objective_weights,
-                             self.outcomes.constraint_matrix, self.outcomes.constraint_bounds)
+        draw_seed = rng.getrandbits(62)
+        if opt.picks_beat_control:
+            with_control = torch.cat([self.space.control_point().unsqueeze(0), candidates])
+            draws = snapshot.sample(with_control, opt.thompson_draws, seed=draw_seed)
+            counts = self._counts_beating_control(draws)
+        else:
+            draws = snapshot.sample(candidates, opt.thompson_draws, seed=draw_seed)
+            counts = pick_counts(draws, self.outcomes.objective_weights,
+                                 self.outcomes.constraint_matrix, self.outcomes.constraint_bounds)
         return SelectionPlan(candidates, tuple(sources), counts, view.version, seed)
+
+    def _counts_beating_control(self, draws: torch.Tensor) -> torch.Tensor:
+        """Algorithm 1 counts with the control as a rival that is never launched.
+
+        Args:
+            draws: ``K x (1 + N) x m`` draws; index 0 is the control, whose
+                deltas are zero by definition (set here exactly).
+
+        Returns:
+            ``N`` counts: draws each candidate wins against the control and the
+            others; the plain counts over the ``N`` if the control wins all.
+        """
+        draws = draws.clone()
+        draws[:, 0, :] = 0.0
+        w, G, b = (self.outcomes.objective_weights, self.outcomes.constraint_matrix,
+                   self.outcomes.constraint_bounds)
+        counts = pick_counts(draws, w, G, b)[1:]
+        if int(counts.sum()) == 0:
+            counts = pick_counts(draws[:, 1:, :], w, G, b)
+        return counts
 
     def suggest(self, n: int, live_arms: Sequence[str] = (), salt: int = 0) -> list[Suggestion]:
         """Draw ``n`` arms to launch by constrained Thompson sampling.

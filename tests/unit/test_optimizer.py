@@ -12,6 +12,7 @@ from hz_ray.config import load_config
 from hz_ray.errors import StateError
 from hz_ray.optimizer import Optimizer
 from hz_ray.records import HourlyDelta
+from hz_ray.thompson import pick_counts
 from tests.conftest import small_config_mapping
 
 U_STAR = np.array([0.75, 0.3, 0.6])
@@ -165,3 +166,33 @@ def test_pick_shares_follow_the_thompson_picks_and_add_up_re_runs(optimizer):
     assert shares[best] > 0.05
     assert shares[worst] == 0.0
     assert 0.0 <= sum(v for a, v in shares.items() if a != "rerun") <= 1.0 + 1e-12
+
+
+def test_thompson_picks_must_beat_the_control(optimizer):
+    """Known answer: K draws of (control, A, B); metrics (views, likes), likes >= -0.5%."""
+    K = 100
+    draws = torch.zeros(K, 3, 2, dtype=torch.float64)
+    draws[:, 0, :] = 0.001  # the control's deltas are zero by definition (reset inside)
+    draws[:, 1, :] = torch.tensor([-0.01, 0.0])  # A: safe, worse than the control
+    draws[:, 2, 0] = 0.02  # B: better, but infeasible in the first 40 draws
+    draws[:40, 2, 1] = -0.02
+    counts = optimizer._counts_beating_control(draws)
+    assert counts.tolist() == [0, 60]  # A never beats the control; B wins when feasible
+    plain = pick_counts(draws[:, 1:, :], optimizer.outcomes.objective_weights,
+                        optimizer.outcomes.constraint_matrix, optimizer.outcomes.constraint_bounds)
+    assert plain.tolist() == [40, 60]  # plain Algorithm 1 re-runs A when B fails
+    draws[:, 2, 1] = -0.02  # B never feasible: the control wins every draw
+    assert optimizer._counts_beating_control(draws).tolist() == [100, 0]  # plain counts
+
+
+def test_picks_beat_control_can_be_turned_off(small_config):
+    import dataclasses
+
+    off = dataclasses.replace(small_config, optimizer=dataclasses.replace(
+        small_config.optimizer, picks_beat_control=False))
+    opt = Optimizer(off)
+    arms = grid_arms(opt, n=10)
+    feed(opt, arms, range(6))
+    opt.refresh()
+    plan = opt.plan()
+    assert int(plan.counts.sum()) == off.optimizer.thompson_draws

@@ -645,8 +645,8 @@ class PosteriorService:
             reader.refresh(view, force_refit=force_refit)
             plan = reader.plan(live, salt=self._refreshes)
             assessments = {a.arm_id: a for a in reader.assess(list(live))} if live else {}
-            shares = (reader.pick_shares(plan, live)
-                      if self.config.arms.contender_stop_share > 0 else {})
+            shares = (reader.contender_shares(live, salt=self._refreshes)
+                      if self.config.arms.contender_stop_share > 0 and live else {})
             recommendation = reader.recommend()
             elapsed = time.perf_counter() - started
             refit = reader.surrogate.num_refits > refits_before

@@ -155,8 +155,7 @@ class LocalDriver:
         assessed = {a.arm_id: a for a in self.optimizer.assess(live_ids)}
         shares: dict[str, float] = {}
         if self.config.arms.contender_stop_share > 0:
-            shares = self.optimizer.pick_shares(
-                self.optimizer.plan(live_ids, salt=hour), live_ids)
+            shares = self.optimizer.contender_shares(live_ids, salt=hour)
         stopped = []
         for arm in live:
             view = assessed[arm.arm_id]

@@ -43,6 +43,7 @@ from hz_ray.thompson import choose_by_counts, pick_counts, propose_candidates
 STATE_SCHEMA_VERSION = 1
 CONTROL_VAR_FRACTION = 1e-3  # control's noise as a fraction of var_floor: "known exactly"
 PROPOSAL_ANCHORS = 3
+CONTENDER_DRAWS = 256  # draws of the light plan behind contender stops
 
 
 @dataclass(frozen=True)
@@ -376,7 +377,8 @@ class Optimizer:
             points += [arm_X[i] for i in ranked[:PROPOSAL_ANCHORS]]
         return torch.stack(points)
 
-    def plan(self, live_arms: Sequence[str] = (), salt: int = 0) -> SelectionPlan:
+    def plan(self, live_arms: Sequence[str] = (), salt: int = 0, *,
+             with_proposals: bool = True, num_draws: int | None = None) -> SelectionPlan:
         """Run Algorithm 1 (with Algorithm 3's proposals) on the latest snapshot.
 
         The candidates are the initial bucket, every arm launched so far and,
@@ -392,6 +394,9 @@ class Optimizer:
                 observed.
             salt: Extra entropy for callers that plan several times on the
                 same data.
+            with_proposals: Allow Algorithm 3's proposals (False: bucket and
+                arms only, e.g. for :meth:`contender_shares`).
+            num_draws: Thompson draws K; default ``optimizer.thompson_draws``.
         """
         snapshot, view = self.snapshot(), self._view
         assert view is not None  # narrowed by snapshot()
@@ -402,7 +407,8 @@ class Optimizer:
         arm_X = self.space.encode_many(view.arm_params)
         sources = ["bucket"] * self.bucket.shape[0] + ["arm"] * arm_X.shape[0]
         candidates = torch.cat([self.bucket, arm_X])
-        if opt.proposal_probability > 0 and rng.random() < opt.proposal_probability:
+        if (with_proposals and opt.proposal_probability > 0
+                and rng.random() < opt.proposal_probability):
             proposals = propose_candidates(
                 snapshot, candidates, self._anchors(snapshot, view, arm_X),
                 self.outcomes.objective_weights, self.outcomes.constraint_matrix,
@@ -412,12 +418,13 @@ class Optimizer:
             candidates = torch.cat([candidates, proposals])
             sources += ["proposal"] * proposals.shape[0]
         draw_seed = rng.getrandbits(62)
+        k = opt.thompson_draws if num_draws is None else num_draws
         if opt.picks_beat_control:
             with_control = torch.cat([self.space.control_point().unsqueeze(0), candidates])
-            draws = snapshot.sample(with_control, opt.thompson_draws, seed=draw_seed)
+            draws = snapshot.sample(with_control, k, seed=draw_seed)
             counts = self._counts_beating_control(draws)
         else:
-            draws = snapshot.sample(candidates, opt.thompson_draws, seed=draw_seed)
+            draws = snapshot.sample(candidates, k, seed=draw_seed)
             counts = pick_counts(draws, self.outcomes.objective_weights,
                                  self.outcomes.constraint_matrix, self.outcomes.constraint_bounds)
         return SelectionPlan(candidates, tuple(sources), counts, view.version, seed)
@@ -463,6 +470,21 @@ class Optimizer:
         plan = self.plan(live_arms, salt)
         return [s for _, s in plan.choose(n, self.space, seed=plan.seed + 1,
                                           exclude=self._live_candidates(plan, live_arms))]
+
+    def contender_shares(self, live_arms: Sequence[str], salt: int = 0) -> dict[str, float]:
+        """Live arms' Thompson pick shares, for ``arms.contender_stop_share``.
+
+        A light plan: the bucket and the arms, no proposals, at most
+        :data:`CONTENDER_DRAWS` draws (shares are compared with a threshold
+        of a few percent, so 256 draws resolve them to about 0.4%).
+
+        Args:
+            live_arms: The live arms (also the arms whose shares are returned).
+            salt: Extra entropy, e.g. the job hour.
+        """
+        k = min(CONTENDER_DRAWS, self.config.optimizer.thompson_draws)
+        plan = self.plan(live_arms, salt, with_proposals=False, num_draws=k)
+        return self.pick_shares(plan, live_arms)
 
     def pick_shares(self, plan: SelectionPlan, arm_ids: Sequence[str]) -> dict[str, float]:
         """Each arm's share of a plan's Thompson picks: P(its weights are the best feasible).

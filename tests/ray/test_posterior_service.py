@@ -159,11 +159,9 @@ def test_ack_carries_the_live_arms_pick_share_when_contender_stops_are_on(config
         svc.refresh_now()
         ack_good = svc.report(Report(0, 4, good, ()))
         ack_bad = svc.report(Report(1, 4, bad, ()))
-        published = svc._published
-        expected = svc._reader.pick_shares(published.plan, [good, bad])
-        assert ack_good.pick_share == pytest.approx(expected[good])
-        assert ack_bad.pick_share == pytest.approx(expected[bad])
-        assert ack_good.pick_share > ack_bad.pick_share
+        assert ack_good.pick_share is not None and ack_bad.pick_share is not None
+        assert 0.0 <= ack_bad.pick_share < ack_good.pick_share <= 1.0
+        assert ack_bad.pick_share == 0.0  # worse than the control and infeasible
     finally:
         svc.close()
     off = PosteriorService(config, tmp_path / "off", background=False)

@@ -28,5 +28,5 @@ def test_contender_stop_needs_min_hours_and_a_small_pick_share():
     assert stop_reason(spec, 5.0, 3, 0.9, None) is None  # unknown share: keep running
     # A harmful arm is reported as a guardrail stop, whatever its share.
     assert stop_reason(spec, 5.0, 3, 0.01, 0.0) == "guardrail"
-    off = ArmsSpec(slots=2, min_hours=3, max_hours=10)
+    off = ArmsSpec(slots=2, min_hours=3, max_hours=10, contender_stop_share=0.0)
     assert stop_reason(off, 5.0, 3, 0.9, 0.0) is None

@@ -105,7 +105,10 @@ def test_contender_stops_end_arms_that_cannot_win_after_min_hours(tmp_path):
         if arm.stop_reason == "not_contender":
             assert arm.stopped_hour - arm.launched_hour >= config.arms.min_hours
             assert arm.hours_observed >= config.arms.min_hours
-    baseline, _, _ = run(tmp_path, "no-contender-stops")
+    _, off = smooth_job(contender_stop_share=0.0)
+    clock_off = SimClock()
+    backend_off = SimulatedBackend(world, clock_off, seed=0, traffic_per_arm=50_000)
+    baseline = run_local(off, backend_off, clock=clock_off, hours=HOURS, run_dir=tmp_path / "off")
     assert "not_contender" not in {a.stop_reason for a in baseline.arms.values()}
     # Freed slots take fresh samples: more arms run in the same hours.
     assert len(result.arms) > len(baseline.arms)

@@ -161,7 +161,9 @@ class ArmsSpec:
         guardrail_stop_probability: Stop an arm after ``min_hours`` when its
             posterior probability of meeting every constraint falls below
             this (it is probably harming users). 0 disables early stops.
-        contender_stop_share: Stop an arm after ``min_hours`` when its share of
+        contender_stop_share: Stop an arm after ``min_hours``, once it has the
+            hours a recommendation needs (``optimizer.recommend_min_hours``),
+            when its share of
             the latest Thompson plan's picks (its posterior probability of
             being the best feasible candidate) is below this: the slot then
             tries a fresh sample instead of collecting more data on an arm

@@ -476,15 +476,24 @@ class Optimizer:
 
         A light plan: the bucket and the arms, no proposals, at most
         :data:`CONTENDER_DRAWS` draws (shares are compared with a threshold
-        of a few percent, so 256 draws resolve them to about 0.4%).
+        of a few percent, so 256 draws resolve them to about 0.4%). Only arms
+        with the hours a recommendation needs (``recommend_min_hours``) get a
+        share: an arm stopped before that could never be recommended.
 
         Args:
-            live_arms: The live arms (also the arms whose shares are returned).
+            live_arms: The live arms.
             salt: Extra entropy, e.g. the job hour.
+
+        Returns:
+            ``{arm_id: share}`` for the live arms old enough to be judged.
         """
+        need = self.config.optimizer.recommend_min_hours
+        judged = [a for a in live_arms if self.ledger.hours_observed(a) >= need]
+        if not judged:
+            return {}
         k = min(CONTENDER_DRAWS, self.config.optimizer.thompson_draws)
         plan = self.plan(live_arms, salt, with_proposals=False, num_draws=k)
-        return self.pick_shares(plan, live_arms)
+        return self.pick_shares(plan, judged)
 
     def pick_shares(self, plan: SelectionPlan, arm_ids: Sequence[str]) -> dict[str, float]:
         """Each arm's share of a plan's Thompson picks: P(its weights are the best feasible).

@@ -148,8 +148,9 @@ def test_status_and_readout_before_data(service):
 
 
 def test_ack_carries_the_live_arms_pick_share_when_contender_stops_are_on(config, tmp_path):
-    on = dataclasses.replace(config, arms=dataclasses.replace(config.arms,
-                                                              contender_stop_share=0.01))
+    on = dataclasses.replace(
+        config, arms=dataclasses.replace(config.arms, contender_stop_share=0.01),
+        optimizer=dataclasses.replace(config.optimizer, recommend_min_hours=4))
     svc = PosteriorService(on, tmp_path, background=False)
     try:
         good = svc.sample(0, 0, hour=0).arm_id

@@ -96,6 +96,8 @@ def test_bad_hours_is_a_typed_error(tmp_path):
 
 def test_contender_stops_end_arms_that_cannot_win_after_min_hours(tmp_path):
     world, config = smooth_job(contender_stop_share=0.05)
+    config = dataclasses.replace(
+        config, optimizer=dataclasses.replace(config.optimizer, recommend_min_hours=4))
     clock = SimClock()
     backend = SimulatedBackend(world, clock, seed=0, traffic_per_arm=50_000)
     result = run_local(config, backend, clock=clock, hours=HOURS, run_dir=tmp_path / "c")
@@ -104,8 +106,9 @@ def test_contender_stops_end_arms_that_cannot_win_after_min_hours(tmp_path):
     for arm in result.arms.values():
         if arm.stop_reason == "not_contender":
             assert arm.stopped_hour - arm.launched_hour >= config.arms.min_hours
-            assert arm.hours_observed >= config.arms.min_hours
-    _, off = smooth_job(contender_stop_share=0.0)
+            assert arm.hours_observed >= config.optimizer.recommend_min_hours
+    off = dataclasses.replace(
+        config, arms=dataclasses.replace(config.arms, contender_stop_share=0.0))
     clock_off = SimClock()
     backend_off = SimulatedBackend(world, clock_off, seed=0, traffic_per_arm=50_000)
     baseline = run_local(off, backend_off, clock=clock_off, hours=HOURS, run_dir=tmp_path / "off")

@@ -90,17 +90,20 @@ class Method:
 
 
 _B = "benchmarks.baselines"
+# Contender stops rank arms by hz-ray's Thompson picks: part of hz-ray's method, not of the
+# platform. Baselines keep the shared lifecycle (guardrail stops, max hours).
+_PLAIN = {"arms": {"contender_stop_share": 0.0}}
 METHODS: dict[str, Method] = {m.name: m for m in [
     Method("hz-ray", description="hz-ray as configured (GP per metric delta + constrained TS)"),
-    Method("random", f"{_B}.random_search:RandomSearchOptimizer",
+    Method("random", f"{_B}.random_search:RandomSearchOptimizer", config=_PLAIN,
            description="uniform random arms; best observed feasible arm"),
-    Method("bo-unconstrained", f"{_B}.botorch_bo:UnconstrainedBO",
+    Method("bo-unconstrained", f"{_B}.botorch_bo:UnconstrainedBO", config=_PLAIN,
            description="BoTorch qLogNEI on the objective only"),
-    Method("bo-penalized", f"{_B}.botorch_bo:PenalizedBO",
+    Method("bo-penalized", f"{_B}.botorch_bo:PenalizedBO", config=_PLAIN,
            description="BoTorch qLogNEI on objective - 10 x violation"),
-    Method("bo-constrained", f"{_B}.botorch_bo:ConstrainedBO",
+    Method("bo-constrained", f"{_B}.botorch_bo:ConstrainedBO", config=_PLAIN,
            description="BoTorch qLogNEI with outcome constraints (Letham et al.)"),
-    Method("ax", f"{_B}.ax_client:AxOptimizer", needs="ax",
+    Method("ax", f"{_B}.ax_client:AxOptimizer", config=_PLAIN, needs="ax",
            description="Ax Client, outcome constraints, asynchronous trials"),
     # ablations of hz-ray
     Method("hz-raw", backend={"raw_means": True},

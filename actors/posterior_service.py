@@ -96,7 +96,8 @@ class _Published:
         assessments: Live arms' posterior views at this snapshot.
         recommendation: The readout at this snapshot.
         version: Data (ledger) version of the snapshot.
-        pick_shares: Live arms' shares of ``plan``'s picks (empty when the
+        pick_shares: Live arms' Thompson pick shares from the light plan of
+            :meth:`~hz_ray.optimizer.Optimizer.contender_shares` (empty when the
             job does not stop arms that cannot win).
     """
 

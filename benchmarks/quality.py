@@ -791,11 +791,15 @@ def main(argv: list[str] | None = None) -> int:
                              "the worlds x seeds x hours at --slots and --traffic, then exit")
     parser.add_argument("--merge", type=Path, nargs="+", default=None,
                         help="re-score and tabulate saved quality-*.json files (no runs)")
+    parser.add_argument("--paired", nargs=2, default=None, metavar=("TAG:METHOD", "TAG:METHOD"),
+                        help="print paired differences (A - B) of two saved runs, no runs")
     parser.add_argument("--per-seed", nargs="*", default=None, metavar="METHOD",
                         help="also print per-seed rows of these methods (all if none given)")
     args = parser.parse_args(argv)
     if args.merge:
         return merge(args)
+    if args.paired:
+        return paired(*args.paired, args.out)
 
     for spec in args.variant:
         _parse_variant(spec)
@@ -916,6 +920,34 @@ def per_seed(runs: list[dict], methods: list[str] | None) -> str:
             f"| {r['first_feasible_hour']} | {'-' if bro is None else f'{100 * bro:.0f}%'} "
             f"| {r.get('final_arm')} ({hours}) | {r['switches']} |")
     return "\n".join(lines)
+
+
+def paired(spec_a: str, spec_b: str, out: Path) -> int:
+    """Print paired differences A - B over the seeds two saved runs share.
+
+    Args:
+        spec_a: ``TAG:METHOD`` of ``<out>/quality-TAG.json``.
+        spec_b: The same for the method subtracted.
+        out: Folder of the JSON files.
+    """
+    def load(spec: str) -> dict[int, dict]:
+        tag, _, method = spec.partition(":")
+        data = json.loads((out / f"quality-{tag}.json").read_text())
+        return {r["seed"]: r for r in data["runs"]
+                if r["method"] == method and "error" not in r and "readout_of" not in r}
+
+    a, b = load(spec_a), load(spec_b)
+    seeds = sorted(set(a) & set(b))
+    if len(seeds) < 2:
+        print(f"fewer than 2 shared seeds between {spec_a} and {spec_b}")
+        return 2
+    for key, unit in (("gain_pct", "points"), ("online_cost_pp", "pp")):
+        diffs = [a[s][key] - b[s][key] for s in seeds]
+        se = statistics.stdev(diffs) / math.sqrt(len(diffs))
+        print(f"{key}: {spec_a} - {spec_b} over {len(seeds)} paired seeds: "
+              f"{statistics.mean(diffs):+.3f} {unit} (s.e. {se:.3f}); "
+              f"A ahead on {sum(d > 0 for d in diffs)} of {len(diffs)}")
+    return 0
 
 
 def merge(args) -> int:

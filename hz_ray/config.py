@@ -163,12 +163,12 @@ class ArmsSpec:
             this (it is probably harming users). 0 disables early stops.
         contender_stop_share: Stop an arm after ``min_hours``, once it has the
             hours a recommendation needs (``optimizer.recommend_min_hours``),
-            when its share of
-            the latest Thompson plan's picks (its posterior probability of
-            being the best feasible candidate) is below this: the slot then
-            tries a fresh sample instead of collecting more data on an arm
-            that cannot win (value-model world, 72 h: +0.55 points of gain
-            over 7 paired seeds; see benchmarks/RESULTS.md). 0 disables.
+            when its share of the latest Thompson plan's picks (its posterior
+            probability of being the best feasible candidate) is below this:
+            the slot then tries a fresh sample instead of collecting more data
+            on an arm that cannot win (value-model world, 72 h: +0.40 points
+            of gain, s.e. 0.17, over 10 paired seeds; benchmarks/RESULTS.md).
+            0 disables.
         late_data_hours: Hours a stopped arm is still polled for late
             publications of the hours it was live.
         synchronous: Launch arms in batches and wait until every arm of a

@@ -33,18 +33,15 @@ def stop_reason(
     """
     if hours_live >= spec.max_hours:
         return STOP_MAX_HOURS
-    if (
-        spec.guardrail_stop_probability > 0
-        and p_feasible is not None
-        and hours_observed >= spec.min_hours
-        and p_feasible < spec.guardrail_stop_probability
-    ):
+    if hours_observed < spec.min_hours:
+        return None
+    if _below(p_feasible, spec.guardrail_stop_probability):
         return STOP_GUARDRAIL
-    if (
-        spec.contender_stop_share > 0
-        and pick_share is not None
-        and hours_observed >= spec.min_hours
-        and pick_share < spec.contender_stop_share
-    ):
+    if _below(pick_share, spec.contender_stop_share):
         return STOP_NOT_CONTENDER
     return None
+
+
+def _below(value: float | None, threshold: float) -> bool:
+    """True when a rule is on (threshold > 0), the value is known and under it."""
+    return threshold > 0 and value is not None and value < threshold

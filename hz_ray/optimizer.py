@@ -510,12 +510,10 @@ class Optimizer:
         Returns:
             ``{arm_id: share in [0, 1]}``.
         """
-        arms = self.ledger.arms
-        ids = [a for a in arm_ids if a in arms]
+        ids = [a for a in arm_ids if a in self.ledger.arms]
         if not ids:
             return {}
-        X = self.space.encode_many([arms[a].params for a in ids])
-        same = torch.cdist(X, plan.candidates) < 1e-9  # arms x candidates
+        same = self._at_arm_weights(plan, ids)  # arms x candidates
         total = float(plan.counts.sum()) or 1.0
         picks = (same.to(plan.counts.dtype) * plan.counts.unsqueeze(0)).sum(dim=1)
         return {a: float(picks[i]) / total for i, a in enumerate(ids)}
@@ -526,12 +524,16 @@ class Optimizer:
         Traffic in proportion to Thompson picks is spread over time (a picked
         arm is re-run after it stops), not by running copies side by side.
         """
-        arms = self.ledger.arms
-        live_X = self.space.encode_many([arms[a].params for a in live_arms if a in arms])
-        if live_X.shape[0] == 0:
+        live = [a for a in live_arms if a in self.ledger.arms]
+        if not live:
             return []
-        distance = torch.cdist(plan.candidates, live_X).min(dim=1).values
-        return [int(i) for i in torch.nonzero(distance < 1e-9).flatten()]
+        at_live = self._at_arm_weights(plan, live).any(dim=0)
+        return [int(i) for i in torch.nonzero(at_live).flatten()]
+
+    def _at_arm_weights(self, plan: SelectionPlan, arm_ids: Sequence[str]) -> torch.Tensor:
+        """``len(arm_ids) x N`` bool: candidate ``j`` has arm ``i``'s weights (registered arms)."""
+        X = self.space.encode_many([self.ledger.arms[a].params for a in arm_ids])
+        return torch.cdist(X, plan.candidates) < 1e-9
 
     # ------------------------------------------------------------ recommend
     def recommend(self) -> Recommendation:

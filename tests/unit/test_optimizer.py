@@ -185,14 +185,30 @@ def test_thompson_picks_must_beat_the_control(optimizer):
     assert optimizer._counts_beating_control(draws).tolist() == [100, 0]  # plain counts
 
 
-def test_picks_beat_control_can_be_turned_off(small_config):
+def test_picks_beat_control_switch_selects_the_counting_rule(small_config, monkeypatch):
     import dataclasses
 
-    off = dataclasses.replace(small_config, optimizer=dataclasses.replace(
-        small_config.optimizer, picks_beat_control=False))
-    opt = Optimizer(off)
-    arms = grid_arms(opt, n=10)
-    feed(opt, arms, range(6))
-    opt.refresh()
-    plan = opt.plan()
-    assert int(plan.counts.sum()) == off.optimizer.thompson_draws
+    calls = []
+    original = Optimizer._counts_beating_control
+
+    def spy(self, draws):
+        calls.append(draws.shape)
+        return original(self, draws)
+
+    monkeypatch.setattr(Optimizer, "_counts_beating_control", spy)
+    for flag in (True, False):
+        config = dataclasses.replace(small_config, optimizer=dataclasses.replace(
+            small_config.optimizer, picks_beat_control=flag))
+        opt = Optimizer(config)
+        arms = grid_arms(opt, n=10)
+        feed(opt, arms, range(6))
+        opt.refresh()
+        plan = opt.plan()
+        K = config.optimizer.thompson_draws
+        if flag:
+            # One extra point, the control, in front of the candidates.
+            assert calls and calls[-1][:2] == (K, plan.candidates.shape[0] + 1)
+            assert int(plan.counts.sum()) <= K
+        else:
+            assert len(calls) == 1  # not called again
+            assert int(plan.counts.sum()) == K

@@ -414,7 +414,8 @@ class Optimizer:
                 self.outcomes.objective_weights, self.outcomes.constraint_matrix,
                 self.outcomes.constraint_bounds, num_proposals=opt.proposals,
                 num_draws=opt.proposal_draws, max_added=opt.max_proposals_added,
-                local_scale=opt.local_scale, seed=rng.getrandbits(62))
+                local_scale=opt.local_scale, seed=rng.getrandbits(62),
+                refine=opt.refine_proposals)
             candidates = torch.cat([candidates, proposals])
             sources += ["proposal"] * proposals.shape[0]
         draw_seed = rng.getrandbits(62)

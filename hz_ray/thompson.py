@@ -24,9 +24,15 @@ import torch
 from torch import Tensor
 
 from hz_ray.errors import ConfigError, InputDataError, field_error
-from hz_ray.surrogate import DTYPE, PosteriorSnapshot
+from hz_ray.surrogate import DTYPE, PosteriorPaths, PosteriorSnapshot
 
-__all__ = ["choose_by_counts", "pick_counts", "pick_indices", "propose_candidates"]
+__all__ = [
+    "choose_by_counts",
+    "pick_counts",
+    "pick_indices",
+    "propose_candidates",
+    "refine_on_draws",
+]
 
 
 def _as_tensor(name: str, value: Any, ndim: int) -> Tensor:
@@ -133,6 +139,98 @@ def pick_counts(
     return torch.bincount(picks, minlength=draws.shape[1])
 
 
+#: Perturbation sd of each local-search round, as fractions of ``local_scale``.
+REFINE_SCALES = (0.5, 0.2, 0.08)
+#: Perturbations per draw in each local-search round.
+REFINE_POINTS = 64
+
+
+def _draw_scores(
+    draws: Tensor, w: Tensor, G: Tensor, b: Tensor
+) -> tuple[Tensor, Tensor]:
+    """``(objective, violation)`` of ``... x m`` draws, each ``...``."""
+    objective = draws @ w
+    if G.shape[0] == 0:
+        return objective, torch.zeros_like(objective)
+    return objective, (b - draws @ G.T).clamp_min(0.0).sum(dim=-1)
+
+
+def _better(obj_a: Tensor, viol_a: Tensor, obj_b: Tensor, viol_b: Tensor) -> Tensor:
+    """Where ``a`` beats ``b`` in one draw: feasible first, then gain, else less violation."""
+    feas_a, feas_b = viol_a <= 0, viol_b <= 0
+    return torch.where(feas_a & feas_b, obj_a > obj_b,
+                       torch.where(feas_a | feas_b, feas_a, viol_a < viol_b))
+
+
+def refine_on_draws(
+    paths: PosteriorPaths,
+    starts: Tensor,
+    objective_weights: Tensor,
+    constraint_matrix: Tensor | None,
+    constraint_bounds: Tensor | None,
+    local_scale: float,
+    seed: int,
+    *,
+    fixed_features: Mapping[int, float] | None = None,
+    scales: tuple[float, ...] = REFINE_SCALES,
+    points_per_round: int = REFINE_POINTS,
+) -> Tensor:
+    r"""Local search on each Thompson sample, from that sample's best candidate.
+
+    Thompson sampling maximises one posterior draw; over a finite candidate set the argmax
+    lands near, not on, the draw's constrained optimum, which in a value model usually sits
+    on a guardrail boundary. Draw ``k`` starts at ``starts[k]``; each round perturbs the
+    current point ``points_per_round`` times (Gaussian, sd ``local_scale * scale`` per
+    coordinate, clamped to the cube, fixed features kept) and moves to the best perturbation
+    if it beats the current point *in draw k* (feasible beats infeasible; then higher
+    objective; among infeasible, less violation). The draws are functions
+    (:class:`~hz_ray.surrogate.PosteriorPaths`), so every evaluation is on the same sample.
+
+    Args:
+        paths: ``K`` pathwise posterior draws.
+        starts: ``K x d`` start points, one per draw (unit cube).
+        objective_weights: ``m`` objective weights.
+        constraint_matrix: ``c x m`` constraint matrix, or None.
+        constraint_bounds: ``c`` constraint bounds, or None.
+        local_scale: Base perturbation sd, unit-cube units, > 0.
+        seed: Seed of the perturbations.
+        fixed_features: ``{dimension: value}`` held fixed.
+        scales: Per round, the perturbation sd as a fraction of ``local_scale``.
+        points_per_round: Perturbations per draw and round, >= 1.
+
+    Returns:
+        ``K x d``: per draw, a point at least as good as its start in that draw.
+    """
+    K = paths.num_draws
+    starts = _as_points("starts", starts, paths.dim)
+    if starts.shape[0] != K:
+        raise field_error(InputDataError, "starts.shape", tuple(starts.shape),
+                          f"({K}, {paths.dim}): one start per draw")
+    points_per_round = _check_count("points_per_round", points_per_round, 1)
+    w, G, b = _check_outcome_spec(paths.num_metrics, objective_weights, constraint_matrix,
+                                  constraint_bounds)
+    gen = torch.Generator().manual_seed(int(seed))
+    best = starts.clone()
+    best_obj, best_viol = _draw_scores(paths.per_draw(best.unsqueeze(1))[:, 0, :], w, G, b)
+    rows = torch.arange(K)
+    for scale in scales:
+        noise = torch.randn(K, points_per_round, paths.dim, generator=gen, dtype=DTYPE)
+        trial = (best.unsqueeze(1) + local_scale * scale * noise).clamp(0.0, 1.0)
+        for dim_index, value in (fixed_features or {}).items():
+            trial[:, :, dim_index] = float(value)
+        obj, viol = _draw_scores(paths.per_draw(trial), w, G, b)  # K x M
+        feasible = viol <= 0
+        key = torch.where(feasible, obj, -torch.inf)
+        any_feasible = feasible.any(dim=1)
+        top = torch.where(any_feasible, key.argmax(dim=1), viol.argmin(dim=1))
+        cand_obj, cand_viol = obj[rows, top], viol[rows, top]
+        move = _better(cand_obj, cand_viol, best_obj, best_viol)
+        best = torch.where(move.unsqueeze(-1), trial[rows, top], best)
+        best_obj = torch.where(move, cand_obj, best_obj)
+        best_viol = torch.where(move, cand_viol, best_viol)
+    return best
+
+
 def _check_count(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise field_error(ConfigError, name, value, f"an integer >= {minimum}")
@@ -204,6 +302,7 @@ def propose_candidates(
     seed: int,
     *,
     fixed_features: Mapping[int, float] | None = None,
+    refine: bool = False,
 ) -> Tensor:
     r"""GP-scored candidate proposal (Algorithm 3): new points that win Thompson draws.
 
@@ -215,6 +314,10 @@ def propose_candidates(
     interpolates them): per draw, the feasible argmax (or least violation) over
     bucket + proposals wins. The proposals that won at least one draw are returned, most wins
     first (ties: generation order), at most ``max_added``.
+
+    With ``refine``, the draws are pathwise functions and each draw's winner (bucket point or
+    proposal) is improved by :func:`refine_on_draws` on that same draw; the refined points
+    replace the proposals and are ranked by the draws they win among bucket + refined points.
 
     Args:
         snapshot: Posterior to score with.
@@ -231,6 +334,7 @@ def propose_candidates(
         seed: Seed for the proposals and the draws.
         fixed_features: Optional ``{dimension: value}`` held fixed by the optimizer; proposals
             get these values before scoring, so that the scored points are the points returned.
+        refine: Local search on each draw from its winner (see above).
 
     Returns:
         ``k x d`` proposals, ``k <= max_added`` (``k`` may be 0).
@@ -278,8 +382,28 @@ def propose_candidates(
     proposals = candidates[B:]
     if proposals.shape[0] == 0:
         return torch.zeros(0, d, dtype=DTYPE)
-    draws = snapshot.sample(candidates, num_draws, draw_seed)
-    counts = pick_counts(draws, objective_weights, constraint_matrix, constraint_bounds)[B:]
+    if not refine:
+        draws = snapshot.sample(candidates, num_draws, draw_seed)
+        counts = pick_counts(draws, objective_weights, constraint_matrix, constraint_bounds)[B:]
+        winners = (counts > 0).nonzero().reshape(-1)
+        winners = winners[torch.argsort(-counts[winners], stable=True)][:max_added]
+        return proposals[winners].clone()
+    paths = snapshot.paths(num_draws, draw_seed)
+    picks = pick_indices(paths(candidates), objective_weights, constraint_matrix,
+                         constraint_bounds)
+    refined = refine_on_draws(paths, candidates[picks], objective_weights, constraint_matrix,
+                              constraint_bounds, local_scale,
+                              seed=int(torch.randint(0, 2**62, (1,), generator=gen)),
+                              fixed_features=fixed)
+    refined = refined[_first_occurrences(refined)]
+    pool = torch.cat([bucket_X, refined])
+    keep = _first_occurrences(pool)
+    keep[:B] = True
+    refined = pool[B:][keep[B:]]
+    if refined.shape[0] == 0:
+        return torch.zeros(0, d, dtype=DTYPE)
+    counts = pick_counts(paths(torch.cat([bucket_X, refined])), objective_weights,
+                         constraint_matrix, constraint_bounds)[B:]
     winners = (counts > 0).nonzero().reshape(-1)
     winners = winners[torch.argsort(-counts[winners], stable=True)][:max_added]
-    return proposals[winners].clone()
+    return refined[winners].clone()

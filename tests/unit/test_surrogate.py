@@ -447,3 +447,26 @@ def test_condition_adds_points_without_refit_and_leaves_original_alone(snap_1d):
                                torch.tensor([[0.04, -0.03]], dtype=DT), atol=1e-5, rtol=0)
     assert torch.equal(snap_1d.mean_and_var(Xq)[0], mean_before)
     assert snap_1d.condition(torch.zeros(0, 1), torch.zeros(0, 2), torch.zeros(0, 2)) is snap_1d
+
+
+def test_paths_are_functions_consistent_with_pathwise_sample(snap_1d):
+    """A path evaluated at different point sets, in pieces or per draw, is one function."""
+    Xa = torch.linspace(0.0, 1.0, 7, dtype=DT).unsqueeze(-1)
+    Xb = torch.linspace(0.05, 0.95, 5, dtype=DT).unsqueeze(-1)
+    paths = snap_1d.paths(6, seed=21)
+    assert paths.num_draws == 6 and paths.num_metrics == 2
+    both = paths(torch.cat([Xa, Xb]))
+    torch.testing.assert_close(both, snap_1d.sample(torch.cat([Xa, Xb]), 6, seed=21,
+                                                    method="pathwise"), rtol=0, atol=0)
+    torch.testing.assert_close(paths(Xa), both[:, :7], rtol=0, atol=1e-14)
+    torch.testing.assert_close(paths(Xb), both[:, 7:], rtol=0, atol=1e-14)
+    # draw k at its own points: the k-th row of an evaluation at all of them
+    own = torch.rand(6, 3, 1, dtype=DT, generator=torch.Generator().manual_seed(0))
+    per = paths.per_draw(own)
+    assert per.shape == (6, 3, 2)
+    for k in range(6):
+        torch.testing.assert_close(per[k], paths(own[k])[k], rtol=0, atol=1e-12)
+    with pytest.raises(InputDataError):
+        paths.per_draw(torch.rand(5, 3, 1, dtype=DT))
+    with pytest.raises(ConfigError):
+        snap_1d.paths(0, seed=1)

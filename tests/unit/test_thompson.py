@@ -7,7 +7,13 @@ import torch
 
 from hz_ray.errors import ConfigError, InputDataError
 from hz_ray.surrogate import Surrogate
-from hz_ray.thompson import choose_by_counts, pick_counts, pick_indices, propose_candidates
+from hz_ray.thompson import (
+    choose_by_counts,
+    pick_counts,
+    pick_indices,
+    propose_candidates,
+    refine_on_draws,
+)
 
 DT = torch.float64
 
@@ -271,3 +277,47 @@ def test_proposals_only_from_sobol_without_anchors(bucket_problem):
 def test_propose_candidates_rejects_bad_arguments(bucket_problem, kwargs, error):
     with pytest.raises(error):
         _propose(bucket_problem, **kwargs)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_refinement_reaches_each_draws_constrained_optimum(bucket_problem, seed):
+    """Against a 201 x 201 grid search on the same draws (an independent optimiser)."""
+    snap = bucket_problem[0]
+    paths = snap.paths(8, seed)
+    coarse = torch.rand(300, 2, dtype=DT, generator=torch.Generator().manual_seed(seed))
+    starts = coarse[pick_indices(paths(coarse), W, G, B)]
+    refined = refine_on_draws(paths, starts, W, G, B, local_scale=0.1, seed=seed)
+    g = torch.linspace(0.0, 1.0, 201, dtype=DT)
+    on_grid = paths(torch.cartesian_prod(g, g))  # 8 x 40401 x 2
+    grid_best = on_grid[..., 0].masked_fill(on_grid[..., 1] < 0, -1.0).max(dim=1).values
+    before = paths.per_draw(starts.unsqueeze(1))[:, 0]
+    after = paths.per_draw(refined.unsqueeze(1))[:, 0]
+    assert bool((after[:, 1] >= 0).all())  # feasible in its own draw
+    assert bool((after[:, 0] >= before[:, 0]).all())  # never worse than the start
+    assert float((grid_best - after[:, 0]).max()) < 1e-4  # start gaps reach 2e-3
+    assert torch.equal(refined, refine_on_draws(paths, starts, W, G, B, 0.1, seed=seed))
+
+
+def test_refinement_moves_an_infeasible_start_to_feasibility(bucket_problem):
+    snap = bucket_problem[0]
+    paths = snap.paths(4, 7)
+    starts = t([[0.95, 0.5]] * 4)  # x0 > 0.55 breaks the guardrail in every draw
+    assert bool((paths.per_draw(starts.unsqueeze(1))[:, 0, 1] < 0).all())
+    refined = refine_on_draws(paths, starts, W, G, B, local_scale=0.5, seed=0,
+                              fixed_features={1: 0.5})
+    assert bool((refined[:, 1] == 0.5).all())
+    assert bool((paths.per_draw(refined.unsqueeze(1))[:, 0, 1] >= 0).all())
+    with pytest.raises(InputDataError):
+        refine_on_draws(paths, starts[:3], W, G, B, 0.1, seed=0)
+
+
+def test_refined_proposals_sit_closer_to_the_boundary_optimum(bucket_problem):
+    """The constrained optimum is (0.55, 0.5) with objective 0.02775, on the guardrail."""
+    for seed in range(3):
+        plain = _propose(bucket_problem, seed=seed)[:1]
+        refined = _propose(bucket_problem, seed=seed, refine=True)
+        assert 1 <= refined.shape[0] <= 5
+        top = refined[:1]
+        assert float(objective_2d(top)) > 0.02755, top
+        assert float(guardrail_2d(top)) > -2e-5, top  # on the boundary, up to the GP error
+        assert float(objective_2d(top)) >= float(objective_2d(plain)) - 1e-5

@@ -218,6 +218,10 @@ class OptimizerSpec:
             the candidates of a selection (Algorithm 3); 0 disables.
         proposals: Points N sampled per proposal round.
         proposal_draws: Posterior draws used to score proposals.
+        proposal_features: Random Fourier features of the pathwise draws that
+            score and refine proposals (``refine_proposals``); their cost is
+            linear in it, their prior covariance error shrinks like
+            ``1/sqrt(features)``.
         max_proposals_added: Proposals added to the candidates per round.
         local_scale: Std of the perturbations around the incumbent, in
             unit-cube units.
@@ -243,6 +247,12 @@ class OptimizerSpec:
             that is believed worse than the control. If the control wins
             every draw, the plain Algorithm 1 counts are used. False is the
             paper's plain Algorithm 1.
+        shared_control_noise: Model the control group's sampling error as
+            shared by every arm of the same hour (the GP gets a noise
+            covariance, not independent noise). Arms that ran side by side are
+            then compared without the control's error, and pooling many arms
+            no longer shrinks the control's error away, which keeps
+            P(feasible) honest. False treats the arms' errors as independent.
     """
 
     seed: int = 0
@@ -251,6 +261,7 @@ class OptimizerSpec:
     proposal_probability: float = 0.5
     proposals: int = 2048
     proposal_draws: int = 16
+    proposal_features: int = 1024
     max_proposals_added: int = 5
     local_scale: float = 0.1
     refine_proposals: bool = False
@@ -261,6 +272,7 @@ class OptimizerSpec:
     feasibility_threshold: float = 0.95
     recommend_min_hours: int = 6
     picks_beat_control: bool = True
+    shared_control_noise: bool = True
 
     def validate(self, where: str) -> None:
         """Raise ConfigError unless the spec is well-formed."""
@@ -268,6 +280,7 @@ class OptimizerSpec:
                  "an integer >= 0")
         for attr, lo, hi in (("bucket_size", 1, 100_000), ("thompson_draws", 1, 1_000_000),
                              ("proposals", 1, 1_000_000), ("proposal_draws", 1, 10_000),
+                             ("proposal_features", 2, 100_000),
                              ("max_proposals_added", 1, 1000), ("refit_min_new_points", 1, 10**6),
                              ("recommend_min_hours", 1, 10**6)):
             value = getattr(self, attr)
@@ -275,7 +288,7 @@ class OptimizerSpec:
                      f"an integer in [{lo}, {hi}]")
         _require(_is_number(self.proposal_probability) and 0 <= self.proposal_probability <= 1,
                  f"{where}.proposal_probability", self.proposal_probability, "in [0, 1]")
-        for flag in ("picks_beat_control", "refine_proposals"):
+        for flag in ("picks_beat_control", "refine_proposals", "shared_control_noise"):
             _require(isinstance(getattr(self, flag), bool), f"{where}.{flag}",
                      getattr(self, flag), "true or false")
         _require(_is_number(self.local_scale) and 0 < self.local_scale <= 1,

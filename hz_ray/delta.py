@@ -39,6 +39,12 @@ average that came within -4% .. +8% of the true variance for skewed groups of
 When a group's variance is not reported, the delta's ``var`` is ``None``; the
 mean is still bias-corrected when the control's variance is known.
 
+*Shared control.* Every test arm of an hour is compared with the same control
+group, so the control's sampling error ``e_b`` enters every arm's delta of that
+hour, as ``-rho * e_b / b`` to first order. :func:`reading_to_delta` reports that
+part of the variance, ``control_var = rho**2 * q``; two arms' deltas of the same
+hour covary by ``sqrt(control_var_i * control_var_j)``.
+
 Across hours
 ------------
 :class:`DeltaSummary` folds one arm x metric over hours with test-group-size
@@ -104,7 +110,8 @@ def reading_to_delta(reading: HourlyReading) -> HourlyDelta:
     Returns:
         The :class:`~hz_ray.records.HourlyDelta` with the bias-corrected mean,
         the second-order delta-method variance (``None`` if a group variance is
-        unknown) and ``n = reading.test.n`` (the aggregation weight).
+        unknown), ``n = reading.test.n`` (the aggregation weight) and the
+        control's share of the variance, ``control_var`` (``None`` with ``var``).
 
     Raises:
         InputDataError: ``reading`` is not an :class:`HourlyReading`, or the
@@ -126,11 +133,13 @@ def reading_to_delta(reading: HourlyReading) -> HourlyDelta:
         float(test.mean), None if test.var is None else float(test.var) / test.n, b, var_b
     )
     _check_ratio_part(reading, "delta.mean", mean)
+    control_var = None
     if var is not None:
         _check_ratio_part(reading, "delta.var", var)
+        control_var = (mean + 1.0) ** 2 * var_b / b / b
     return HourlyDelta(
         arm_id=reading.arm_id, metric=reading.metric, hour=reading.hour,
-        mean=mean, var=var, n=test.n,
+        mean=mean, var=var, n=test.n, control_var=control_var,
     )
 
 

@@ -32,7 +32,8 @@ __all__ = ["ArmInfo", "IngestResult", "Ledger", "RejectedRecord", "SCHEMA_VERSIO
 
 SCHEMA_VERSION = 1
 
-_RECORD_COLUMNS = ("arm_id", "metric", "hour", "mean", "var", "n")
+_RECORD_COLUMNS = ("arm_id", "metric", "hour", "mean", "var", "n", "control_var")
+_OPTIONAL_COLUMNS = ("control_var",)  # absent from states written before it existed
 
 
 @dataclass(frozen=True)
@@ -81,11 +82,13 @@ class IngestResult:
 
 
 def _same_values(a: HourlyDelta, b: HourlyDelta) -> bool:
-    return a.mean == b.mean and a.var == b.var and a.n == b.n
+    return (a.mean == b.mean and a.var == b.var and a.n == b.n
+            and a.control_var == b.control_var)
 
 
 def _describe(delta: HourlyDelta) -> str:
-    return f"(mean={delta.mean!r}, var={delta.var!r}, n={delta.n!r})"
+    return (f"(mean={delta.mean!r}, var={delta.var!r}, n={delta.n!r}, "
+            f"control_var={delta.control_var!r})")
 
 
 class Ledger:
@@ -298,6 +301,28 @@ class Ledger:
         self._cache[key] = result
         return result
 
+    def control_loadings(self, arm_id: str, metric: str) -> dict[int, float] | None:
+        r"""How the arm's estimate of ``metric`` loads on each hour's control error.
+
+        The estimate is the N-weighted mean ``sum_t a_t d_t`` with ``a_t = n_t / N``, and
+        hour ``t``'s delta carries the shared control error with variance
+        ``control_var_t``, so the loading on hour ``t`` is ``a_t * sqrt(control_var_t)``:
+        two arms' estimates covary by ``sum_t loading_i[t] * loading_j[t]``.
+
+        Returns:
+            ``{hour: loading}`` (lift units), or ``None`` when the arm has no data for the
+            metric or some hour did not report the control's share of its variance.
+
+        Raises:
+            StateError: The arm is not registered.
+            InputDataError: The metric is not modelled.
+        """
+        series = self.deltas(arm_id, metric)
+        if not series or any(d.control_var is None for d in series):
+            return None
+        total = float(sum(d.n for d in series))
+        return {d.hour: d.n / total * math.sqrt(d.control_var) for d in series}
+
     def estimates(self, arm_id: str) -> dict[str, ArmEstimate]:
         """Estimates of every metric with data for one arm, in metric order."""
         out: dict[str, ArmEstimate] = {}
@@ -382,13 +407,15 @@ class Ledger:
                 ledger.register_arm(arm["arm_id"], arm["params"], arm["registered_hour"])
                 if arm["retired_reason"] is not None:
                     ledger.retire_arm(arm["arm_id"], arm["retired_reason"])
-            columns = state["records"]
+            columns = dict(state["records"])
+            for name in _OPTIONAL_COLUMNS:
+                columns.setdefault(name, [None] * len(columns["arm_id"]))
             lengths = {len(columns[name]) for name in _RECORD_COLUMNS}
             if len(lengths) != 1:
                 raise StateError("'records' columns differ in length.", "The state is corrupt.")
             records = [
-                HourlyDelta(arm_id=a, metric=m, hour=h, mean=mu, var=v, n=n)
-                for a, m, h, mu, v, n in zip(
+                HourlyDelta(arm_id=a, metric=m, hour=h, mean=mu, var=v, n=n, control_var=c)
+                for a, m, h, mu, v, n, c in zip(
                     *(columns[name] for name in _RECORD_COLUMNS), strict=True)
             ]
         except (KeyError, TypeError, InputDataError, ConfigError) as exc:

@@ -94,6 +94,10 @@ class DataView:
         X: ``n x dim`` unit-cube points of the training rows.
         Y: ``n x m`` aggregated deltas.
         Yvar: ``n x m`` their variances (squared standard errors).
+        loadings: ``m x n x H`` loadings of the rows on the control error of
+            each of ``H`` job hours (:meth:`Ledger.control_loadings`; zero for
+            the control row and for rows without the control's share of the
+            variance), or None when no row has it or the option is off.
     """
 
     version: int
@@ -104,6 +108,7 @@ class DataView:
     X: torch.Tensor
     Y: torch.Tensor
     Yvar: torch.Tensor
+    loadings: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -251,6 +256,9 @@ class Optimizer:
             xs.append(self.space.encode(info.params))
             ys.append([estimates[m].mean for m in self.metrics])
             yvars.append([estimates[m].sem ** 2 for m in self.metrics])
+        Yvar = torch.tensor(yvars, dtype=DTYPE)
+        loadings = (self._control_loadings(train_ids, Yvar)
+                    if self.config.optimizer.shared_control_noise else None)
         return DataView(
             version=self.ledger.version,
             arm_ids=arm_ids,
@@ -259,8 +267,41 @@ class Optimizer:
             train_ids=tuple(train_ids),
             X=torch.stack(xs),
             Y=torch.tensor(ys, dtype=DTYPE),
-            Yvar=torch.tensor(yvars, dtype=DTYPE),
+            Yvar=Yvar,
+            loadings=loadings,
         )
+
+    def _control_loadings(self, train_ids: Sequence[str], Yvar: torch.Tensor
+                          ) -> torch.Tensor | None:
+        """``m x n x H`` loadings of the training rows on each hour's control error.
+
+        Every arm of an hour is compared with the same control group, so the
+        control's sampling error of that hour is shared by their deltas; the
+        GP gets the noise covariance ``diag + U U^T`` (see
+        :class:`hz_ray.surrogate.PosteriorSnapshot`). A row's shared variance
+        is capped at its total variance (the floors only ever raise the total).
+        """
+        per_row: list[list[dict[int, float] | None]] = []
+        hours: set[int] = set()
+        for arm_id in train_ids:
+            row = [None if arm_id == CONTROL_ARM_ID else
+                   self.ledger.control_loadings(arm_id, m) for m in self.metrics]
+            for loads in row:
+                if loads:
+                    hours.update(loads)
+            per_row.append(row)
+        if not hours:
+            return None
+        column = {h: k for k, h in enumerate(sorted(hours))}
+        U = torch.zeros(len(self.metrics), len(train_ids), len(column), dtype=DTYPE)
+        for i, row in enumerate(per_row):
+            for j, loads in enumerate(row):
+                for hour, value in (loads or {}).items():
+                    U[j, i, column[hour]] = value
+        shared = (U * U).sum(dim=-1).T  # n x m
+        cap = torch.where(shared > Yvar, (Yvar / shared.clamp_min(1e-300)).sqrt(),
+                          torch.ones_like(shared))
+        return U * cap.T.unsqueeze(-1)
 
     # ------------------------------------------------------------ posterior
     def refresh(
@@ -282,7 +323,8 @@ class Optimizer:
             The new snapshot (also kept as the optimiser's current one).
         """
         view = self.view() if view is None else view
-        snapshot = self.surrogate.update(view.X, view.Y, view.Yvar, force_refit=force_refit)
+        snapshot = self.surrogate.update(view.X, view.Y, view.Yvar, force_refit=force_refit,
+                                         loadings=view.loadings)
         self._snapshot, self._view = snapshot, view
         return snapshot
 
@@ -415,7 +457,7 @@ class Optimizer:
                 self.outcomes.constraint_bounds, num_proposals=opt.proposals,
                 num_draws=opt.proposal_draws, max_added=opt.max_proposals_added,
                 local_scale=opt.local_scale, seed=rng.getrandbits(62),
-                refine=opt.refine_proposals)
+                refine=opt.refine_proposals, num_features=opt.proposal_features)
             candidates = torch.cat([candidates, proposals])
             sources += ["proposal"] * proposals.shape[0]
         draw_seed = rng.getrandbits(62)

@@ -104,6 +104,11 @@ class HourlyDelta:
             group variances were not reported; the aggregate then falls back to
             the spread of the arm's hourly deltas across hours.
         n: Test-group unit count of the hour; the aggregation weight.
+        control_var: The part of ``var`` that comes from the control group's
+            sampling error, ``rho**2 * v_b / b**2`` (see :mod:`hz_ray.delta`), or
+            ``None`` when unknown. Every arm of the hour shares the control
+            group, so this error is shared too: two arms' deltas of the same
+            hour covary by ``sqrt(control_var_i * control_var_j)``.
     """
 
     arm_id: str
@@ -112,6 +117,7 @@ class HourlyDelta:
     mean: float
     var: float | None
     n: int
+    control_var: float | None = None
 
     def __post_init__(self) -> None:
         _check_key(self.arm_id, self.hour, self.metric)
@@ -122,6 +128,11 @@ class HourlyDelta:
                 raise field_error(InputDataError, "var", self.var, "a variance >= 0")
         if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:
             raise field_error(InputDataError, "n", self.n, "an integer unit count >= 1")
+        if self.control_var is not None:
+            _check_finite("control_var", self.control_var)
+            if self.control_var < 0:
+                raise field_error(InputDataError, "control_var", self.control_var,
+                                  "a variance >= 0")
 
     @property
     def key(self) -> tuple[str, str, int]:

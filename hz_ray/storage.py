@@ -41,6 +41,10 @@ column                type       meaning
                                  ``"inf"``, ``"-inf"``.
 ``model_version``     int64      ``suggestion`` only: the ledger version of the posterior
                                  snapshot the suggestion was drawn from.
+``control_var``       float64    ``delta_*``: the part of ``var`` due to the control group's
+                                 sampling error, shared by every arm of the hour; null when
+                                 unknown. Logs written before this column (schema version 1)
+                                 are read with nulls here.
 ====================  =========  ==============================================================
 
 Read a log with any Parquet reader, e.g. ``pyarrow.dataset.dataset(dir)`` or
@@ -100,9 +104,12 @@ EVENT_SCHEMA = pa.schema(
         pa.field("reason", pa.string()),
         pa.field("payload_json", pa.string()),
         pa.field("model_version", pa.int64()),
+        pa.field("control_var", pa.float64()),
     ],
-    metadata={"hz_ray.event_log.schema_version": "1"},
+    metadata={"hz_ray.event_log.schema_version": "2"},
 )
+# Version 1 lacked ``control_var`` (the last column); its parts are read with nulls there.
+_SCHEMA_V1 = pa.schema([EVENT_SCHEMA.field(name) for name in EVENT_SCHEMA.names[:-1]])
 
 # Column names in schema order, computed once: iterating the pyarrow schema per
 # event cost ~40 us and bounded the central actor's ingest rate.
@@ -396,7 +403,8 @@ class EventLog:
 
 def _delta_columns(delta: HourlyDelta) -> dict[str, Any]:
     return {"arm_id": delta.arm_id, "metric": delta.metric, "hour": delta.hour,
-            "mean": delta.mean, "var": delta.var, "n": delta.n}
+            "mean": delta.mean, "var": delta.var, "n": delta.n,
+            "control_var": delta.control_var}
 
 
 def _read_part(path: Path, columns: list[str] | None = None) -> pa.Table:
@@ -410,6 +418,9 @@ def _read_part(path: Path, columns: list[str] | None = None) -> pa.Table:
         ) from exc
     expected = EVENT_SCHEMA if columns is None else pa.schema(
         [EVENT_SCHEMA.field(name) for name in columns])
+    if columns is None and table.schema.equals(_SCHEMA_V1, check_metadata=False):
+        table = table.append_column(EVENT_SCHEMA.field("control_var"),
+                                    pa.nulls(len(table), pa.float64()))
     if not table.schema.equals(expected, check_metadata=False):
         raise StateError(
             f"Event log part {str(path)!r} has schema {table.schema} instead of EVENT_SCHEMA.",
@@ -458,7 +469,8 @@ def replay_into(ledger: Ledger, log: EventLog, since_seq: int = -1) -> int:
 def _event_delta(event: Mapping[str, Any]) -> HourlyDelta:
     try:
         return HourlyDelta(arm_id=event["arm_id"], metric=event["metric"], hour=event["hour"],
-                           mean=event["mean"], var=event["var"], n=event["n"])
+                           mean=event["mean"], var=event["var"], n=event["n"],
+                           control_var=event.get("control_var"))
     except InputDataError as exc:
         raise StateError(f"Event seq {event['seq']}: {exc}", "The event log is damaged.") from exc
 

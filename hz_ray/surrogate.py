@@ -39,8 +39,10 @@ from botorch.models.transforms.outcome import Standardize
 from botorch.models.utils.gpytorch_modules import get_covar_module_with_dim_scaled_prior
 from botorch.sampling.pathwise.features import gen_kernel_features
 from gpytorch.kernels import ScaleKernel
+from gpytorch.likelihoods.noise_models import FixedGaussianNoise
 from gpytorch.mlls import ExactMarginalLogLikelihood
 from gpytorch.priors import LogNormalPrior
+from linear_operator.operators import DenseLinearOperator, DiagLinearOperator, ZeroLinearOperator
 from torch import Tensor
 
 from hz_ray.errors import ConfigError, InputDataError, StateError, field_error
@@ -55,6 +57,7 @@ __all__ = [
     "PosteriorSnapshot",
     "RefitPolicy",
     "Surrogate",
+    "check_loadings",
     "fit_metric_gp",
     "prior_hyperparameters",
 ]
@@ -249,7 +252,92 @@ def _make_covar_module(dim: int) -> ScaleKernel:
     return covar
 
 
-def _build_model(X: Tensor, y: Tensor, yvar: Tensor, transform: _FrozenStandardize) -> SingleTaskGP:
+def check_loadings(loadings: Any, n: int, m: int, Yvar: Tensor) -> Tensor | None:
+    r"""Validate loadings on shared control errors; None (independent noise) passes.
+
+    Args:
+        loadings: ``m x n x H`` tensor, finite; ``loadings[j, i, t]**2`` is the variance that
+            point ``i``'s metric ``j`` gets from shared error ``t``, so
+            ``sum_t loadings[j, i, t]**2`` must not exceed ``Yvar[i, j]`` (up to rounding).
+        n: Number of training points.
+        m: Number of metrics.
+        Yvar: ``n x m`` total noise variances.
+
+    Returns:
+        The loadings as float64, or None.
+
+    Raises:
+        InputDataError: Wrong shape, non-finite values, or a shared part above the total.
+    """
+    if loadings is None:
+        return None
+    t = torch.as_tensor(loadings, dtype=DTYPE)
+    if t.dim() != 3 or t.shape[:2] != (m, n):
+        raise field_error(InputDataError, "loadings.shape", tuple(t.shape), f"({m}, {n}, H)")
+    if not torch.isfinite(t).all():
+        raise field_error(InputDataError, "loadings", "a non-finite entry", "finite everywhere")
+    shared = (t * t).sum(dim=-1).T  # n x m
+    if n and bool((shared > Yvar * (1 + 1e-9) + 1e-300).any()):
+        raise field_error(InputDataError, "loadings", "a shared variance above Yvar",
+                          "sum_t loadings[j, i, t]**2 <= Yvar[i, j]",
+                          "The shared part of a variance is a part of the total.")
+    return t
+
+
+class _SharedControlNoise(FixedGaussianNoise):
+    r"""Known noise with a part shared between observations: ``diag(r) + U U^T``.
+
+    Every test arm is compared with the same control group, so the control's sampling error
+    of an hour enters the delta of every arm that ran in that hour (:mod:`hz_ray.delta`). With
+    ``U[i, t]`` the loading of arm ``i`` on hour ``t``'s control error (its aggregation weight
+    of that hour times the square root of the control's share of its variance), the noise
+    covariance of the per-arm aggregates is ``diag(r) + U U^T``, where ``r`` keeps each
+    aggregate's total variance ``noise`` on the diagonal. Pooling arms through the GP then
+    averages their own errors but not the control error they share.
+
+    Args:
+        noise: ``n`` total noise variances (standardised units), as BoTorch computed them.
+        loadings: ``n x H`` loadings ``U`` (standardised units).
+    """
+
+    def __init__(self, noise: Tensor, loadings: Tensor) -> None:
+        super().__init__(noise=noise)
+        shared = (loadings * loadings).sum(dim=-1)
+        self.residual = (self.noise - shared).clamp_min(_MIN_NOISE_REL)
+        self.loadings = loadings
+        self.noise = self.residual + shared
+
+    def forward(self, *params: Any, shape: torch.Size | None = None,
+                noise: Tensor | None = None, **kwargs: Any) -> Any:
+        if noise is not None:
+            return DiagLinearOperator(noise)
+        if shape is None:
+            p = params[0] if torch.is_tensor(params[0]) else params[0][0]
+            shape = p.shape if len(p.shape) == 1 else p.shape[:-1]
+        if shape[-1] != self.noise.shape[-1]:
+            return ZeroLinearOperator()
+        return DenseLinearOperator(self.dense())
+
+    def dense(self) -> Tensor:
+        """The ``n x n`` noise covariance."""
+        return torch.diag(self.residual) + self.loadings @ self.loadings.T
+
+    def _apply(self, fn):
+        self.residual = fn(self.residual)
+        self.loadings = fn(self.loadings)
+        return super()._apply(fn)
+
+
+def _noise_covariance(model: SingleTaskGP) -> Tensor:
+    """The ``n x n`` known noise covariance of a model's training targets (standardised)."""
+    noise_covar = model.likelihood.noise_covar
+    if isinstance(noise_covar, _SharedControlNoise):
+        return noise_covar.dense()
+    return torch.diag(model.likelihood.noise)
+
+
+def _build_model(X: Tensor, y: Tensor, yvar: Tensor, transform: _FrozenStandardize,
+                 loadings: Tensor | None = None) -> SingleTaskGP:
     floor = _MIN_NOISE_REL * transform._stdvs_sq.reshape(())
     model = SingleTaskGP(
         train_X=X,
@@ -259,6 +347,9 @@ def _build_model(X: Tensor, y: Tensor, yvar: Tensor, transform: _FrozenStandardi
         outcome_transform=transform,
     )
     model.mean_module.constant = 0.0
+    if loadings is not None and bool((loadings != 0).any()):
+        scaled = loadings / transform.stdvs.reshape(())
+        model.likelihood.noise_covar = _SharedControlNoise(model.likelihood.noise, scaled)
     return model.to(DTYPE)
 
 
@@ -360,6 +451,7 @@ def _fit_metric_gp(
     yvar: Tensor,
     hyperparameters: Mapping[str, Tensor] | None,
     prior_sd: float,
+    loadings: Tensor | None = None,
 ) -> tuple[SingleTaskGP, bool]:
     """Unchecked core of :func:`fit_metric_gp`; returns ``(model, fit_ok)``."""
     if hyperparameters is not None:
@@ -368,12 +460,12 @@ def _fit_metric_gp(
             hyperparameters["outcome_transform.stdvs"],
             hyperparameters["outcome_transform._stdvs_sq"],
         )
-        model = _build_model(X, y, yvar, transform)
+        model = _build_model(X, y, yvar, transform, loadings)
         _load_hyperparameters(model, hyperparameters)
         model.eval()
         return model, True
     centre, scale = _standardization_stats(y, yvar, prior_sd)
-    model = _build_model(X, y, yvar, _FrozenStandardize(centre, scale))
+    model = _build_model(X, y, yvar, _FrozenStandardize(centre, scale), loadings)
     ok = _fit_in_place(model)
     return model, ok
 
@@ -503,13 +595,16 @@ class _MetricPaths:
                     num_outputs=num_features)
             X_tr = model.train_inputs[0]
             y_tr = model.train_targets  # standardised
-            noise = model.likelihood.noise  # standardised, floored
+            noise = _noise_covariance(model)  # standardised, floored, n x n
             self.weights = torch.randn(num_draws, self.features.num_outputs, generator=gen,
                                        dtype=DTYPE)  # K x F
             prior_tr = self.features(X_tr) @ self.weights.T + model.mean_module(X_tr).unsqueeze(-1)
-            eps = noise.sqrt().unsqueeze(-1) * torch.randn(X_tr.shape[0], num_draws,
-                                                           generator=gen, dtype=DTYPE)
-            L = _robust_cholesky(model.covar_module(X_tr).to_dense() + torch.diag(noise))
+            z = torch.randn(X_tr.shape[0], num_draws, generator=gen, dtype=DTYPE)
+            if isinstance(model.likelihood.noise_covar, _SharedControlNoise):
+                eps = _robust_cholesky(noise) @ z
+            else:
+                eps = noise.diagonal().sqrt().unsqueeze(-1) * z
+            L = _robust_cholesky(model.covar_module(X_tr).to_dense() + noise)
             self.alpha = torch.cholesky_solve(y_tr.unsqueeze(-1) - prior_tr - eps, L)  # n x K
         transform = model.outcome_transform
         self.centre = transform.means.reshape(())
@@ -614,6 +709,9 @@ class PosteriorSnapshot:
         prior_sd: Prior standard deviation of a delta.
         exact_limit: :meth:`sample` draws exactly up to this many points, pathwise above.
         num_features: Random Fourier features of pathwise draws.
+        train_loadings: ``m x n x H`` loadings of the training points on ``H`` shared
+            control errors (see :class:`_SharedControlNoise`), or None when the noise is
+            independent.
     """
 
     version: int
@@ -627,6 +725,7 @@ class PosteriorSnapshot:
     prior_sd: float = DEFAULT_PRIOR_SD
     exact_limit: int = EXACT_SAMPLE_LIMIT
     num_features: int = PATHWISE_NUM_FEATURES
+    train_loadings: Tensor | None = None  # noqa: N815 (BoTorch's names)
 
     @property
     def dim(self) -> int:
@@ -644,6 +743,7 @@ class PosteriorSnapshot:
         *,
         version: int = 0,
         prior_sd: float = DEFAULT_PRIOR_SD,
+        loadings: Tensor | None = None,
     ) -> PosteriorSnapshot:
         r"""Condition one GP per metric on data under given hyperparameters (no fitting).
 
@@ -655,6 +755,8 @@ class PosteriorSnapshot:
             hyperparameters: ``m`` hyperparameter dicts, one per metric.
             version: Version number to stamp on the snapshot.
             prior_sd: Prior standard deviation of a delta.
+            loadings: ``m x n x H`` loadings on shared control errors (lift units), or None
+                for independent noise (see :func:`check_loadings`).
 
         Returns:
             The snapshot.
@@ -666,6 +768,7 @@ class PosteriorSnapshot:
             raise field_error(InputDataError, "hyperparameters", len(hyperparameters),
                               f"one dict per metric ({len(metrics)})")
         hps = tuple(_check_hyperparameters(hp, dim) for hp in hyperparameters)
+        loadings = check_loadings(loadings, X.shape[0], len(metrics), Yvar)
         models = []
         for j, hp in enumerate(hps):
             if X.shape[0] == 0:
@@ -675,11 +778,12 @@ class PosteriorSnapshot:
                 yvar_ = torch.full((1,), _PSEUDO_NOISE_REL * var, dtype=DTYPE)
             else:
                 x_, y_, yvar_ = X, Y[:, j], Yvar[:, j]
-            model, _ = _fit_metric_gp(x_, y_, yvar_, hp, prior_sd)
+            shared = None if loadings is None or X.shape[0] == 0 else loadings[j]
+            model, _ = _fit_metric_gp(x_, y_, yvar_, hp, prior_sd, shared)
             models.append(model)
         return cls(version=int(version), metrics=metrics, num_points=int(X.shape[0]),
                    models=tuple(models), train_X=X, train_Y=Y, train_Yvar=Yvar,
-                   hyperparameters=hps, prior_sd=prior_sd)
+                   hyperparameters=hps, prior_sd=prior_sd, train_loadings=loadings)
 
     def mean_and_var(self, X: Tensor) -> tuple[Tensor, Tensor]:
         r"""Posterior mean and variance of the latent deltas (observation noise excluded).
@@ -742,7 +846,7 @@ class PosteriorSnapshot:
         ]
         return torch.stack(draws, dim=-1)
 
-    def paths(self, num_draws: int, seed: int) -> PosteriorPaths:
+    def paths(self, num_draws: int, seed: int, num_features: int | None = None) -> PosteriorPaths:
         r"""``K`` pathwise Thompson samples that can be evaluated at any points, any time.
 
         The same draws as ``sample(X, num_draws, seed, method="pathwise")`` at every ``X``
@@ -752,14 +856,19 @@ class PosteriorSnapshot:
         Args:
             num_draws: Number of draws ``K >= 1``.
             seed: Seed.
+            num_features: Random Fourier features of the prior draws (default
+                :attr:`num_features`); fewer are cheaper and approximate the prior less well.
 
         Returns:
             The draws.
         """
         if isinstance(num_draws, bool) or not isinstance(num_draws, int) or num_draws < 1:
             raise field_error(ConfigError, "num_draws", num_draws, "an integer >= 1")
+        features = self.num_features if num_features is None else num_features
+        if isinstance(features, bool) or not isinstance(features, int) or features < 2:
+            raise field_error(ConfigError, "num_features", features, "an integer >= 2")
         seeds = _derive_seeds(seed, len(self.models))
-        return PosteriorPaths([_MetricPaths(model, num_draws, s, self.num_features)
+        return PosteriorPaths([_MetricPaths(model, num_draws, s, features)
                                for model, s in zip(self.models, seeds, strict=True)], self.dim)
 
     def condition(self, X_extra: Tensor, Y_extra: Tensor, Yvar_extra: Tensor) -> PosteriorSnapshot:
@@ -780,6 +889,11 @@ class PosteriorSnapshot:
             X_extra, Y_extra, Yvar_extra, self.dim, len(self.metrics), prefix="extra_")
         if X_extra.shape[0] == 0:
             return self
+        loadings = self.train_loadings
+        if loadings is not None:  # the extra points share no control error
+            pad = torch.zeros(loadings.shape[0], X_extra.shape[0], loadings.shape[2],
+                              dtype=DTYPE)
+            loadings = torch.cat([loadings, pad], dim=1)
         return PosteriorSnapshot.build(
             torch.cat([self.train_X, X_extra]),
             torch.cat([self.train_Y, Y_extra]),
@@ -788,6 +902,7 @@ class PosteriorSnapshot:
             self.hyperparameters,
             version=self.version,
             prior_sd=self.prior_sd,
+            loadings=loadings,
         )
 
 
@@ -949,7 +1064,8 @@ class Surrogate:
         return self.policy.due(n, self.num_points_at_last_fit, shrink)
 
     def update(
-        self, X: Tensor, Y: Tensor, Yvar: Tensor, force_refit: bool = False
+        self, X: Tensor, Y: Tensor, Yvar: Tensor, force_refit: bool = False,
+        loadings: Tensor | None = None,
     ) -> PosteriorSnapshot:
         r"""Condition on the current data, refitting hyperparameters when due.
 
@@ -958,18 +1074,22 @@ class Surrogate:
             Y: ``n x m`` aggregated deltas, columns in the order of ``metrics``.
             Yvar: ``n x m`` their known variances.
             force_refit: Refit regardless of the policy (ignored when ``n == 0``).
+            loadings: ``m x n x H`` loadings of the points on shared control errors, or
+                None for independent noise (see :func:`check_loadings`).
 
         Returns:
             The new snapshot. With ``n == 0`` it is the prior (zero mean, sd ``prior_sd``, or
             the stored hyperparameters' prior if the surrogate was fitted before).
         """
         X, Y, Yvar = _check_observations(X, Y, Yvar, self.dim, len(self.metrics))
+        loadings = check_loadings(loadings, X.shape[0], len(self.metrics), Yvar)
         n = X.shape[0]
         if n > 0 and (force_refit or self.refit_due(Yvar)):
             start = time.perf_counter()
             fitted: dict[str, Hyperparameters] = {}
             for j, name in enumerate(self.metrics):
-                model, ok = _fit_metric_gp(X, Y[:, j], Yvar[:, j], None, self.prior_sd)
+                model, ok = _fit_metric_gp(X, Y[:, j], Yvar[:, j], None, self.prior_sd,
+                                           None if loadings is None else loadings[j])
                 fitted[name] = _extract_hyperparameters(model)
                 self.num_fit_failures += 0 if ok else 1
             self.hyperparameters = fitted
@@ -979,7 +1099,8 @@ class Surrogate:
             self.last_fit_seconds = time.perf_counter() - start
         self.version += 1
         return PosteriorSnapshot.build(X, Y, Yvar, self.metrics, self._current_hyperparameters(),
-                                       version=self.version, prior_sd=self.prior_sd)
+                                       version=self.version, prior_sd=self.prior_sd,
+                                       loadings=loadings)
 
     def _current_hyperparameters(self) -> list[Hyperparameters]:
         if self.hyperparameters is None:

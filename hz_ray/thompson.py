@@ -303,6 +303,7 @@ def propose_candidates(
     *,
     fixed_features: Mapping[int, float] | None = None,
     refine: bool = False,
+    num_features: int | None = None,
 ) -> Tensor:
     r"""GP-scored candidate proposal (Algorithm 3): new points that win Thompson draws.
 
@@ -335,6 +336,8 @@ def propose_candidates(
         fixed_features: Optional ``{dimension: value}`` held fixed by the optimizer; proposals
             get these values before scoring, so that the scored points are the points returned.
         refine: Local search on each draw from its winner (see above).
+        num_features: Random Fourier features of the pathwise draws with ``refine``
+            (default: the snapshot's).
 
     Returns:
         ``k x d`` proposals, ``k <= max_added`` (``k`` may be 0).
@@ -388,7 +391,7 @@ def propose_candidates(
         winners = (counts > 0).nonzero().reshape(-1)
         winners = winners[torch.argsort(-counts[winners], stable=True)][:max_added]
         return proposals[winners].clone()
-    paths = snapshot.paths(num_draws, draw_seed)
+    paths = snapshot.paths(num_draws, draw_seed, num_features)
     picks = pick_indices(paths(candidates), objective_weights, constraint_matrix,
                          constraint_bounds)
     refined = refine_on_draws(paths, candidates[picks], objective_weights, constraint_matrix,

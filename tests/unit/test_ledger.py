@@ -257,9 +257,14 @@ def test_state_dict_round_trip_through_json():
     for arm in ("a", "b", "c"):
         assert restored.estimates(arm) == ledger.estimates(arm)
     # Compact columns: one list per field, one entry per record.
-    assert set(state["records"]) == {"arm_id", "metric", "hour", "mean", "var", "n"}
+    assert set(state["records"]) == {"arm_id", "metric", "hour", "mean", "var", "n",
+                                     "control_var"}
     assert len(state["records"]["hour"]) == ledger.num_records
     assert None in state["records"]["var"]
+    # a state written before control_var existed still loads (the column is optional)
+    old = json.loads(text)
+    del old["records"]["control_var"]
+    assert Ledger.from_state_dict(old).num_records == ledger.num_records
 
 
 def test_restored_ledger_stays_idempotent():

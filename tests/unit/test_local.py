@@ -98,20 +98,25 @@ def test_contender_stops_end_arms_that_cannot_win_after_min_hours(tmp_path):
     world, config = smooth_job(contender_stop_share=0.05)
     config = dataclasses.replace(
         config, optimizer=dataclasses.replace(config.optimizer, recommend_min_hours=4))
-    clock = SimClock()
-    backend = SimulatedBackend(world, clock, seed=0, traffic_per_arm=50_000)
-    result = run_local(config, backend, clock=clock, hours=HOURS, run_dir=tmp_path / "c")
-    reasons = [a.stop_reason for a in result.arms.values()]
-    assert "not_contender" in reasons
-    for arm in result.arms.values():
-        if arm.stop_reason == "not_contender":
-            assert arm.stopped_hour - arm.launched_hour >= config.arms.min_hours
-            assert arm.hours_observed >= config.optimizer.recommend_min_hours
     off = dataclasses.replace(
         config, arms=dataclasses.replace(config.arms, contender_stop_share=0.0))
-    clock_off = SimClock()
-    backend_off = SimulatedBackend(world, clock_off, seed=0, traffic_per_arm=50_000)
-    baseline = run_local(off, backend_off, clock=clock_off, hours=HOURS, run_dir=tmp_path / "off")
-    assert "not_contender" not in {a.stop_reason for a in baseline.arms.values()}
-    # Freed slots take fresh samples: more arms run in the same hours.
-    assert len(result.arms) > len(baseline.arms)
+    arms_on = arms_off = 0
+    for seed in range(3):
+        clock = SimClock()
+        backend = SimulatedBackend(world, clock, seed=seed, traffic_per_arm=50_000)
+        result = run_local(config, backend, clock=clock, hours=HOURS, seed=seed,
+                           run_dir=tmp_path / f"c{seed}")
+        reasons = [a.stop_reason for a in result.arms.values()]
+        assert "not_contender" in reasons
+        for arm in result.arms.values():
+            if arm.stop_reason == "not_contender":
+                assert arm.stopped_hour - arm.launched_hour >= config.arms.min_hours
+                assert arm.hours_observed >= config.optimizer.recommend_min_hours
+        clock_off = SimClock()
+        backend_off = SimulatedBackend(world, clock_off, seed=seed, traffic_per_arm=50_000)
+        baseline = run_local(off, backend_off, clock=clock_off, hours=HOURS, seed=seed,
+                             run_dir=tmp_path / f"off{seed}")
+        assert "not_contender" not in {a.stop_reason for a in baseline.arms.values()}
+        arms_on, arms_off = arms_on + len(result.arms), arms_off + len(baseline.arms)
+    # Freed slots take fresh samples: more arms run in the same hours (summed over seeds).
+    assert arms_on > arms_off

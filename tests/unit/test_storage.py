@@ -49,7 +49,7 @@ def test_schema_columns_types_and_docs():
         "arm_id": pa.string(), "metric": pa.string(), "hour": pa.int64(),
         "mean": pa.float64(), "var": pa.float64(), "n": pa.int64(),
         "params_json": pa.string(), "reason": pa.string(), "payload_json": pa.string(),
-        "model_version": pa.int64(),
+        "model_version": pa.int64(), "control_var": pa.float64(),
     }
     assert {f.name: f.type for f in EVENT_SCHEMA} == expected
     assert [f.name for f in EVENT_SCHEMA if not f.nullable] == ["seq", "wall_time_s", "kind"]
@@ -97,6 +97,7 @@ def test_read_filters_orders_and_includes_the_buffer(tmp_path):
         "seq": 5, "wall_time_s": events[0]["wall_time_s"], "kind": "suggestion",
         "arm_id": "b", "metric": None, "hour": None, "mean": None, "var": None, "n": None,
         "params_json": '{"w": 2.0}', "reason": None, "payload_json": None, "model_version": 7,
+        "control_var": None,
     }]
     with pytest.raises(InputDataError, match="'since_seq'"):
         log.read(since_seq=-2)
@@ -359,3 +360,29 @@ def test_damaged_checkpoint_raises(tmp_path, text):
     with pytest.raises(StateError, match="c.json"):
         load_checkpoint(path)
 
+
+
+def test_a_version_1_log_without_control_var_replays(tmp_path):
+    """Parts written before the control_var column are read with nulls there."""
+    import pyarrow.parquet as pq
+
+    log = EventLog(tmp_path / "new")
+    log.append_arm("a", {"w": 1.0}, 0)
+    log.append_accepted([HourlyDelta("a", "views", h, 0.01 * h, 1e-4, 100, control_var=4e-5)
+                         for h in range(3)])
+    log.flush()
+    old_dir = tmp_path / "old"
+    old_dir.mkdir()
+    for part in (tmp_path / "new").glob("part-*.parquet"):
+        table = pq.read_table(part).drop_columns(["control_var"])
+        pq.write_table(table, old_dir / part.name)
+    old = EventLog(old_dir)
+    assert old.read().schema.equals(EVENT_SCHEMA)
+    assert old.read()["control_var"].null_count == 4
+    ledger = Ledger(["views"], var_floor=1e-6)
+    replay_into(ledger, old)
+    assert [x.control_var for x in ledger.deltas("a", "views")] == [None] * 3
+    ledger_new = Ledger(["views"], var_floor=1e-6)
+    replay_into(ledger_new, EventLog(tmp_path / "new"))
+    assert [x.control_var for x in ledger_new.deltas("a", "views")] == [4e-5] * 3
+    assert ledger_new.estimates("a") == ledger.estimates("a")

@@ -451,3 +451,40 @@ def test_every_grouping_of_four_parts_agrees():
         est = total.estimate(1e-6)
         estimates.add((round(est.mean, 12), round(est.sem, 12), est.n, est.hours))
     assert len(estimates) == 1
+
+
+@pytest.mark.parametrize("units", [lognormal_units(0.8), zip_units(0.6)])
+def test_control_var_is_the_covariance_of_two_arms_sharing_the_control(units):
+    """Monte Carlo: two test groups against one control group of the same hour.
+
+    Their deltas covary through the control's sampling error only, by
+    ``sqrt(control_var_1 * control_var_2)``; ``control_var`` is also that part of ``var``.
+    """
+    sample, _ = units
+    rng = np.random.default_rng(7)
+    n, reps = 400, 4000
+    d1, d2, c1, c2, v1 = [], [], [], [], []
+    for _ in range(reps):
+        control = sample(rng, n, MEAN_CONTROL)
+        cstats = GroupStats(float(control.mean()), float(control.var(ddof=1)), n)
+        deltas = []
+        for ratio in (1.05, 0.97):
+            test = sample(rng, n, ratio * MEAN_CONTROL)
+            reading = HourlyReading("a", 0, "m",
+                                    GroupStats(float(test.mean()), float(test.var(ddof=1)), n),
+                                    cstats)
+            deltas.append(reading_to_delta(reading))
+        d1.append(deltas[0].mean)
+        d2.append(deltas[1].mean)
+        c1.append(deltas[0].control_var)
+        c2.append(deltas[1].control_var)
+        v1.append(deltas[0].var)
+        assert 0 < deltas[0].control_var < deltas[0].var
+    cov = float(np.cov(d1, d2)[0, 1])
+    predicted = float(np.mean(np.sqrt(np.array(c1) * np.array(c2))))
+    # s.e. of a sample covariance ~ sqrt(var1 var2 / reps) ~ 1.6% of var here
+    assert cov == pytest.approx(predicted, rel=0.15)
+    # the control's share is about half the variance with equal groups and a small lift
+    assert 0.35 < float(np.mean(c1)) / float(np.mean(v1)) < 0.6
+    assert reading_to_delta(HourlyReading("a", 0, "m", GroupStats(1.2, None, 100),
+                                          cstats)).control_var is None

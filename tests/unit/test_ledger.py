@@ -299,3 +299,20 @@ def test_restored_version_never_goes_backwards():
     assert Ledger.from_state_dict({**state, "version": 10}).version == 10
     with pytest.raises(StateError, match="'version'"):
         Ledger.from_state_dict({**state, "version": 2})
+
+
+def test_control_loadings_hand_example():
+    ledger = make_ledger("a", "b")
+    ledger.ingest([HourlyDelta("a", "views", 0, 0.01, 4e-4, 100, control_var=1e-4),
+                   HourlyDelta("a", "views", 1, 0.02, 4e-4, 300, control_var=4e-4),
+                   HourlyDelta("b", "views", 1, 0.00, 4e-4, 100)])  # no control_var
+    loads = ledger.control_loadings("a", "views")
+    assert loads == pytest.approx({0: 0.25 * 1e-2, 1: 0.75 * 2e-2})
+    assert ledger.control_loadings("b", "views") is None  # unknown share: no loadings
+    assert ledger.control_loadings("a", "likes") is None  # no data
+    # the shared variance is a part of the estimate's variance
+    est = ledger.estimate("a", "views")
+    assert sum(v * v for v in loads.values()) <= est.sem ** 2
+    # control_var is part of the record's identity: a restatement is a conflict
+    again = ledger.ingest([HourlyDelta("a", "views", 0, 0.01, 4e-4, 100, control_var=2e-4)])
+    assert len(again.rejected) == 1 and "control_var" in again.rejected[0].reason

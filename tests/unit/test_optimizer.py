@@ -212,3 +212,40 @@ def test_picks_beat_control_switch_selects_the_counting_rule(small_config, monke
         else:
             assert len(calls) == 1  # not called again
             assert int(plan.counts.sum()) == K
+
+
+def test_view_carries_shared_control_loadings(small_config):
+    import dataclasses
+
+    opt = Optimizer(small_config)
+    arms = grid_arms(opt, n=3)
+    ids = list(arms)
+    records = []
+    for h in range(4):
+        for i, arm_id in enumerate(ids):
+            if arm_id == ids[2] and h < 2:
+                continue  # the third arm starts at hour 2
+            for m in ("views", "likes"):
+                records.append(HourlyDelta(arm_id, m, h, 0.001 * i, 1e-4, 1000,
+                                           control_var=4e-5))
+    assert not opt.observe(records).rejected
+    view = opt.view()
+    assert view.train_ids[0] == "control"
+    U = view.loadings
+    assert U.shape == (2, 4, 4)  # metrics x (control + 3 arms) x hours 0..3
+    assert bool((U[:, 0] == 0).all())  # the control row shares nothing
+    # arms 0 and 1 ran the same 4 hours: covariance = control_var / 4
+    cov = (U[:, 1] * U[:, 2]).sum(-1)
+    torch.testing.assert_close(cov, torch.full((2,), 4e-5 / 4, dtype=torch.float64))
+    # arm 2 overlaps them in hours 2-3 only, with weight 1/2 on each
+    torch.testing.assert_close((U[:, 1] * U[:, 3]).sum(-1),
+                               torch.full((2,), 2 * 0.25 * 0.5 * 4e-5, dtype=torch.float64))
+    assert bool((view.Yvar + 1e-15 >= (U * U).sum(-1).T).all())
+    off = dataclasses.replace(small_config, optimizer=dataclasses.replace(
+        small_config.optimizer, shared_control_noise=False))
+    opt_off = Optimizer(off)
+    grid_arms(opt_off, n=3)
+    opt_off.observe(records)
+    assert opt_off.view().loadings is None
+    opt.refresh()  # the GP takes the covariance
+    assert opt.snapshot().train_loadings is not None

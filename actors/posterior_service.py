@@ -292,7 +292,7 @@ class PosteriorService:
         if row.get("payload_json") is not None:
             return _rejection_key("raw", json.loads(row["payload_json"]), row["reason"])
         return _rejection_key("delta", row["arm_id"], row["metric"], row["hour"], row["mean"],
-                              row["var"], row["n"])
+                              row["var"], row["n"], row.get("control_var"))
 
     # --------------------------------------------------------- durability
     def _log(self, *intent: Any) -> int:
@@ -390,7 +390,8 @@ class PosteriorService:
             for bad in result.rejected:
                 d = bad.record
                 new_rejections += self._quarantine(
-                    _rejection_key("delta", d.arm_id, d.metric, d.hour, d.mean, d.var, d.n),
+                    _rejection_key("delta", d.arm_id, d.metric, d.hour, d.mean, d.var, d.n,
+                                   d.control_var),
                     d, bad.reason)
             for raw in report.rejections:
                 new_rejections += self._quarantine(
@@ -778,7 +779,8 @@ def _revalidate(deltas: Sequence[Any]) -> tuple[list[Any], list[tuple[Any, str]]
 
 def _delta_payload(delta: HourlyDelta) -> dict[str, Any]:
     return {"arm_id": delta.arm_id, "metric": delta.metric, "hour": delta.hour,
-            "mean": delta.mean, "var": delta.var, "n": delta.n}
+            "mean": delta.mean, "var": delta.var, "n": delta.n,
+            "control_var": delta.control_var}
 
 
 def _rss_bytes() -> int:

@@ -392,8 +392,8 @@ def propose_candidates(
         winners = winners[torch.argsort(-counts[winners], stable=True)][:max_added]
         return proposals[winners].clone()
     paths = snapshot.paths(num_draws, draw_seed, num_features)
-    picks = pick_indices(paths(candidates), objective_weights, constraint_matrix,
-                         constraint_bounds)
+    draws = paths(candidates)
+    picks = pick_indices(draws, objective_weights, constraint_matrix, constraint_bounds)
     refined = refine_on_draws(paths, candidates[picks], objective_weights, constraint_matrix,
                               constraint_bounds, local_scale,
                               seed=int(torch.randint(0, 2**62, (1,), generator=gen)),
@@ -405,7 +405,7 @@ def propose_candidates(
     refined = pool[B:][keep[B:]]
     if refined.shape[0] == 0:
         return torch.zeros(0, d, dtype=DTYPE)
-    counts = pick_counts(paths(torch.cat([bucket_X, refined])), objective_weights,
+    counts = pick_counts(torch.cat([draws[:, :B], paths(refined)], dim=1), objective_weights,
                          constraint_matrix, constraint_bounds)[B:]
     winners = (counts > 0).nonzero().reshape(-1)
     winners = winners[torch.argsort(-counts[winners], stable=True)][:max_added]

@@ -266,7 +266,7 @@ class OptimizerSpec:
     local_scale: float = 0.1
     refine_proposals: bool = True
     hold_fixed: str | None = None
-    var_floor: float = 1e-4
+    var_floor: float = 1e-6
     refit_min_new_points: int = 4
     refit_growth: float = 0.25
     feasibility_threshold: float = 0.95

@@ -253,6 +253,11 @@ class OptimizerSpec:
             then compared without the control's error, and pooling many arms
             no longer shrinks the control's error away, which keeps
             P(feasible) honest. False treats the arms' errors as independent.
+        certify_share: Share of the launches reserved for the certifiable
+            optimum: the point with the best posterior gain among those with
+            P(feasible) >= ``feasibility_threshold``. Thompson picks sit on the
+            guardrail boundary, where no arm can be certified; running this
+            point gives the readout an arm it can recommend. 0 disables.
     """
 
     seed: int = 0
@@ -273,6 +278,7 @@ class OptimizerSpec:
     recommend_min_hours: int = 6
     picks_beat_control: bool = True
     shared_control_noise: bool = True
+    certify_share: float = 0.0
 
     def validate(self, where: str) -> None:
         """Raise ConfigError unless the spec is well-formed."""
@@ -291,6 +297,9 @@ class OptimizerSpec:
         for flag in ("picks_beat_control", "refine_proposals", "shared_control_noise"):
             _require(isinstance(getattr(self, flag), bool), f"{where}.{flag}",
                      getattr(self, flag), "true or false")
+        _require(_is_number(self.certify_share) and 0 <= self.certify_share < 1,
+                 f"{where}.certify_share", self.certify_share, "a share in [0, 1)",
+                 "0.25 reserves a quarter of the launches for the certifiable optimum.")
         _require(_is_number(self.local_scale) and 0 < self.local_scale <= 1,
                  f"{where}.local_scale", self.local_scale, "in (0, 1]")
         _require(_is_number(self.var_floor) and self.var_floor > 0, f"{where}.var_floor",

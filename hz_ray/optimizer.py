@@ -38,12 +38,13 @@ from hz_ray.records import (
 )
 from hz_ray.space import DTYPE, ParameterSpace
 from hz_ray.surrogate import PosteriorSnapshot, RefitPolicy, Surrogate
-from hz_ray.thompson import choose_by_counts, pick_counts, propose_candidates
+from hz_ray.thompson import REFINE_SCALES, choose_by_counts, pick_counts, propose_candidates
 
 STATE_SCHEMA_VERSION = 1
 CONTROL_VAR_FRACTION = 1e-3  # control's noise as a fraction of var_floor: "known exactly"
 PROPOSAL_ANCHORS = 3
 CONTENDER_DRAWS = 256  # draws of the light plan behind contender stops
+CERTIFY_POINTS = 128  # perturbations per round of the certifiable-optimum search
 
 
 @dataclass(frozen=True)
@@ -117,8 +118,10 @@ class SelectionPlan:
 
     Attributes:
         candidates: ``N x dim`` candidate points.
-        sources: Per candidate, ``"bucket"``, ``"arm"`` or ``"proposal"``.
-        counts: ``N`` pick counts over the K draws.
+        sources: Per candidate, ``"bucket"``, ``"arm"``, ``"proposal"`` or
+            ``"certify"`` (the certifiable optimum, ``optimizer.certify_share``).
+        counts: ``N`` pick counts over the K draws (the certifiable optimum's
+            count is the reserved share, not picks).
         model_version: Ledger version of the snapshot.
         seed: Seed the plan was drawn with.
     """
@@ -461,6 +464,7 @@ class Optimizer:
             candidates = torch.cat([candidates, proposals])
             sources += ["proposal"] * proposals.shape[0]
         draw_seed = rng.getrandbits(62)
+        certify_seed = rng.getrandbits(62)
         k = opt.thompson_draws if num_draws is None else num_draws
         if opt.picks_beat_control:
             with_control = torch.cat([self.space.control_point().unsqueeze(0), candidates])
@@ -470,7 +474,52 @@ class Optimizer:
             draws = snapshot.sample(candidates, k, seed=draw_seed)
             counts = pick_counts(draws, self.outcomes.objective_weights,
                                  self.outcomes.constraint_matrix, self.outcomes.constraint_bounds)
+        if with_proposals and opt.certify_share > 0:
+            point = self._certifiable_optimum(snapshot, candidates, certify_seed)
+            if point is not None:
+                total = int(counts.sum())
+                reserved = max(1, round(opt.certify_share * total / (1 - opt.certify_share)))
+                candidates = torch.cat([candidates, point.unsqueeze(0)])
+                counts = torch.cat([counts, torch.tensor([reserved], dtype=counts.dtype)])
+                sources.append("certify")
         return SelectionPlan(candidates, tuple(sources), counts, view.version, seed)
+
+    def _certifiable_optimum(self, snapshot: PosteriorSnapshot, candidates: torch.Tensor,
+                             seed: int) -> torch.Tensor | None:
+        """The point the readout would want to have run: best posterior gain, certified.
+
+        Thompson picks, refined on their draws, sit on the guardrail boundary of
+        each draw, where no arm can reach P(feasible) >= ``feasibility_threshold``.
+        The certifiable optimum is the candidate with the largest posterior mean
+        gain among those the posterior already gives that probability (and a
+        gain > 0), moved by three rounds of :data:`CERTIFY_POINTS` Gaussian
+        perturbations (sd 0.5, 0.2 and 0.08 x ``local_scale``) to the best
+        certified point near it. Running it is what lets the readout recommend
+        it. None when no candidate is certified with a positive gain.
+        """
+        opt = self.config.optimizer
+        threshold = opt.feasibility_threshold
+
+        def score(X: torch.Tensor) -> torch.Tensor:
+            mean, var = snapshot.mean_and_var(X)
+            gain, _ = self.outcomes.gain_posterior(mean, var)
+            certified = self.outcomes.p_feasible(mean, var) >= threshold
+            return gain.masked_fill(~certified, -torch.inf)
+
+        values = score(candidates)
+        best = int(values.argmax())
+        if not float(values[best]) > 0:
+            return None
+        point, value = candidates[best], float(values[best])
+        gen = torch.Generator().manual_seed(seed)
+        for scale in REFINE_SCALES:
+            noise = torch.randn(CERTIFY_POINTS, self.space.dim, generator=gen, dtype=DTYPE)
+            trial = (point + opt.local_scale * scale * noise).clamp(0.0, 1.0)
+            trial_values = score(trial)
+            i = int(trial_values.argmax())
+            if float(trial_values[i]) > value:
+                point, value = trial[i], float(trial_values[i])
+        return point.clone()
 
     def _counts_beating_control(self, draws: torch.Tensor) -> torch.Tensor:
         """Algorithm 1 counts with the control as a rival that is never launched.

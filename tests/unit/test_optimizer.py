@@ -278,3 +278,36 @@ def test_every_plan_adds_proposals_that_beat_the_arms_run(small_config):
     assert best_proposal > best_arm + 0.001, (best_proposal, best_arm)
     assert optimum - best_proposal < 0.001, (best_proposal, optimum)
     assert int(plan.counts[[s == "proposal" for s in plan.sources]].sum()) > 0
+
+
+def test_certify_share_reserves_launches_for_the_certifiable_optimum(small_config):
+    import dataclasses
+
+    cfg = dataclasses.replace(small_config, optimizer=dataclasses.replace(
+        small_config.optimizer, certify_share=0.25))
+    opt = Optimizer(cfg)
+    arms = grid_arms(opt, n=16)
+    feed(opt, arms, range(12), sd=0.002)
+    opt.refresh(force_refit=True)
+    plan = opt.plan()
+    assert plan.sources.count("certify") == 1
+    i = plan.sources.index("certify")
+    share = float(plan.counts[i]) / float(plan.counts.sum())
+    assert share == pytest.approx(0.25, abs=0.01)
+    # Independent check: a dense random search of the same posterior for the best gain
+    # with P(feasible) >= 0.95.
+    point = plan.candidates[i].unsqueeze(0)
+    dense = torch.rand(4000, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    mean, var = opt.snapshot().mean_and_var(torch.cat([point, dense]))
+    gain, _ = opt.outcomes.gain_posterior(mean, var)
+    certified = opt.outcomes.p_feasible(mean, var) >= 0.95
+    assert bool(certified[0])
+    best_dense = float(gain[1:][certified[1:]].max())
+    assert float(gain[0]) > best_dense - 1e-3, (float(gain[0]), best_dense)
+    # light plans (contender stops) and the default (share 0) reserve nothing
+    assert "certify" not in opt.plan(with_proposals=False).sources
+    plain = Optimizer(small_config)
+    grid_arms(plain, n=16)
+    feed(plain, arms, range(12), sd=0.002)
+    plain.refresh(force_refit=True)
+    assert "certify" not in plain.plan().sources

@@ -278,7 +278,7 @@ class OptimizerSpec:
     recommend_min_hours: int = 6
     picks_beat_control: bool = True
     shared_control_noise: bool = True
-    certify_share: float = 0.0
+    certify_share: float = 0.25
 
     def validate(self, where: str) -> None:
         """Raise ConfigError unless the spec is well-formed."""

@@ -304,9 +304,10 @@ def test_certify_share_reserves_launches_for_the_certifiable_optimum(small_confi
     assert bool(certified[0])
     best_dense = float(gain[1:][certified[1:]].max())
     assert float(gain[0]) > best_dense - 1e-3, (float(gain[0]), best_dense)
-    # light plans (contender stops) and the default (share 0) reserve nothing
+    # light plans (contender stops) and a share of 0 reserve nothing
     assert "certify" not in opt.plan(with_proposals=False).sources
-    plain = Optimizer(small_config)
+    plain = Optimizer(dataclasses.replace(small_config, optimizer=dataclasses.replace(
+        small_config.optimizer, certify_share=0.0)))
     grid_arms(plain, n=16)
     feed(plain, arms, range(12), sd=0.002)
     plain.refresh(force_refit=True)

@@ -198,7 +198,7 @@ def test_picks_beat_control_switch_selects_the_counting_rule(small_config, monke
     monkeypatch.setattr(Optimizer, "_counts_beating_control", spy)
     for flag in (True, False):
         config = dataclasses.replace(small_config, optimizer=dataclasses.replace(
-            small_config.optimizer, picks_beat_control=flag))
+            small_config.optimizer, picks_beat_control=flag, certify_share=0.0))
         opt = Optimizer(config)
         arms = grid_arms(opt, n=10)
         feed(opt, arms, range(6))

@@ -33,13 +33,14 @@ def two_metric_config(name: str, slots: int, max_hours: int, **optimizer) -> Tun
 
 
 def parity_config() -> TuningConfig:
-    """Every candidate is the same point (one bucket point, no proposals), and the GP
-    hyperparameters are fitted once (on the control alone), so the posterior is a
-    function of the ledger only: two drivers with the same ledger agree exactly."""
+    """Every candidate is the same point (one bucket point, no proposals, no certifiable
+    optimum), and the GP hyperparameters are fitted once (on the control alone), so the
+    posterior is a function of the ledger only: two drivers with the same ledger agree
+    exactly."""
     return two_metric_config(
         "parity", slots=2, max_hours=4, bucket_size=1, thompson_draws=64,
         proposal_probability=0.0, proposals=16, refit_min_new_points=10**6,
-        refit_growth=1000.0, recommend_min_hours=2)
+        refit_growth=1000.0, recommend_min_hours=2, certify_share=0.0)
 
 
 def reading(arm_id: str, hour: int, metric: str, rng: random.Random) -> HourlyReading:

@@ -122,6 +122,7 @@ class Ledger:
         # arm_id -> metric -> hour -> delta
         self._records: dict[str, dict[str, dict[int, HourlyDelta]]] = {}
         self._cache: dict[tuple[str, str], ArmEstimate] = {}
+        self._loadings_cache: dict[tuple[str, str], dict[int, float] | None] = {}
         self._version = 0
         self._num_records = 0
 
@@ -252,6 +253,7 @@ class Ledger:
             if known is None:
                 by_hour[delta.hour] = delta
                 self._cache.pop((delta.arm_id, delta.metric), None)
+                self._loadings_cache.pop((delta.arm_id, delta.metric), None)
                 self._version += 1
                 self._num_records += 1
                 accepted.append(delta)
@@ -311,17 +313,24 @@ class Ledger:
 
         Returns:
             ``{hour: loading}`` (lift units), or ``None`` when the arm has no data for the
-            metric or some hour did not report the control's share of its variance.
+            metric or some hour did not report the control's share of its variance. Cached
+            until new data for the arm x metric arrives, like :meth:`estimate`; do not
+            modify the returned dict.
 
         Raises:
             StateError: The arm is not registered.
             InputDataError: The metric is not modelled.
         """
+        key = (arm_id, metric)
+        if key in self._loadings_cache:
+            return self._loadings_cache[key]
         series = self.deltas(arm_id, metric)
-        if not series or any(d.control_var is None for d in series):
-            return None
-        total = float(sum(d.n for d in series))
-        return {d.hour: d.n / total * math.sqrt(d.control_var) for d in series}
+        loads = None
+        if series and all(d.control_var is not None for d in series):
+            total = float(sum(d.n for d in series))
+            loads = {d.hour: d.n / total * math.sqrt(d.control_var) for d in series}
+        self._loadings_cache[key] = loads
+        return loads
 
     def estimates(self, arm_id: str) -> dict[str, ArmEstimate]:
         """Estimates of every metric with data for one arm, in metric order."""

@@ -284,23 +284,26 @@ class Optimizer:
         :class:`hz_ray.surrogate.PosteriorSnapshot`). A row's shared variance
         is capped at its total variance (the floors only ever raise the total).
         """
-        per_row: list[list[dict[int, float] | None]] = []
-        hours: set[int] = set()
-        for arm_id in train_ids:
-            row = [None if arm_id == CONTROL_ARM_ID else
-                   self.ledger.control_loadings(arm_id, m) for m in self.metrics]
-            for loads in row:
+        metric_idx: list[int] = []
+        row_idx: list[int] = []
+        hour_of: list[int] = []
+        values: list[float] = []
+        for i, arm_id in enumerate(train_ids):
+            if arm_id == CONTROL_ARM_ID:
+                continue
+            for j, metric in enumerate(self.metrics):
+                loads = self.ledger.control_loadings(arm_id, metric)
                 if loads:
-                    hours.update(loads)
-            per_row.append(row)
-        if not hours:
+                    metric_idx += [j] * len(loads)
+                    row_idx += [i] * len(loads)
+                    hour_of += loads.keys()
+                    values += loads.values()
+        if not values:
             return None
-        column = {h: k for k, h in enumerate(sorted(hours))}
-        U = torch.zeros(len(self.metrics), len(train_ids), len(column), dtype=DTYPE)
-        for i, row in enumerate(per_row):
-            for j, loads in enumerate(row):
-                for hour, value in (loads or {}).items():
-                    U[j, i, column[hour]] = value
+        hours, column = torch.unique(torch.tensor(hour_of), return_inverse=True)
+        U = torch.zeros(len(self.metrics), len(train_ids), hours.numel(), dtype=DTYPE)
+        U[torch.tensor(metric_idx), torch.tensor(row_idx), column] = torch.tensor(
+            values, dtype=DTYPE)
         shared = (U * U).sum(dim=-1).T  # n x m
         cap = torch.where(shared > Yvar, (Yvar / shared.clamp_min(1e-300)).sqrt(),
                           torch.ones_like(shared))

@@ -316,3 +316,8 @@ def test_control_loadings_hand_example():
     # control_var is part of the record's identity: a restatement is a conflict
     again = ledger.ingest([HourlyDelta("a", "views", 0, 0.01, 4e-4, 100, control_var=2e-4)])
     assert len(again.rejected) == 1 and "control_var" in again.rejected[0].reason
+    # cached, and recomputed when a new hour arrives
+    assert ledger.control_loadings("a", "views") is loads
+    ledger.ingest([HourlyDelta("a", "views", 2, 0.0, 4e-4, 100, control_var=1e-4)])
+    assert ledger.control_loadings("a", "views") == pytest.approx(
+        {0: 0.2 * 1e-2, 1: 0.6 * 2e-2, 2: 0.2 * 1e-2})

@@ -38,7 +38,7 @@ from hz_ray.records import (
 )
 from hz_ray.space import DTYPE, ParameterSpace
 from hz_ray.surrogate import PosteriorSnapshot, RefitPolicy, Surrogate
-from hz_ray.thompson import REFINE_SCALES, choose_by_counts, pick_counts, propose_candidates
+from hz_ray.thompson import choose_by_counts, local_search, pick_counts, propose_candidates
 
 STATE_SCHEMA_VERSION = 1
 CONTROL_VAR_FRACTION = 1e-3  # control's noise as a fraction of var_floor: "known exactly"
@@ -495,34 +495,28 @@ class Optimizer:
         each draw, where no arm can reach P(feasible) >= ``feasibility_threshold``.
         The certifiable optimum is the candidate with the largest posterior mean
         gain among those the posterior already gives that probability (and a
-        gain > 0), moved by three rounds of :data:`CERTIFY_POINTS` Gaussian
-        perturbations (sd 0.5, 0.2 and 0.08 x ``local_scale``) to the best
-        certified point near it. Running it is what lets the readout recommend
+        gain > 0), moved by :func:`~hz_ray.thompson.local_search` (three rounds
+        of :data:`CERTIFY_POINTS` perturbations) to the best certified point
+        near it. Running it is what lets the readout recommend
         it. None when no candidate is certified with a positive gain.
         """
         opt = self.config.optimizer
         threshold = opt.feasibility_threshold
 
-        def score(X: torch.Tensor) -> torch.Tensor:
-            mean, var = snapshot.mean_and_var(X)
+        def score(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            """``(gain, shortfall of P(feasible) below the threshold)``, each ``X.shape[:-1]``."""
+            mean, var = snapshot.mean_and_var(X.reshape(-1, X.shape[-1]))
             gain, _ = self.outcomes.gain_posterior(mean, var)
-            certified = self.outcomes.p_feasible(mean, var) >= threshold
-            return gain.masked_fill(~certified, -torch.inf)
+            shortfall = (threshold - self.outcomes.p_feasible(mean, var)).clamp_min(0.0)
+            return gain.reshape(X.shape[:-1]), shortfall.reshape(X.shape[:-1])
 
-        values = score(candidates)
-        best = int(values.argmax())
-        if not float(values[best]) > 0:
+        gain, shortfall = score(candidates)
+        certified = (shortfall <= 0) & (gain > 0)
+        if not bool(certified.any()):
             return None
-        point, value = candidates[best], float(values[best])
-        gen = torch.Generator().manual_seed(seed)
-        for scale in REFINE_SCALES:
-            noise = torch.randn(CERTIFY_POINTS, self.space.dim, generator=gen, dtype=DTYPE)
-            trial = (point + opt.local_scale * scale * noise).clamp(0.0, 1.0)
-            trial_values = score(trial)
-            i = int(trial_values.argmax())
-            if float(trial_values[i]) > value:
-                point, value = trial[i], float(trial_values[i])
-        return point.clone()
+        start = candidates[int(gain.masked_fill(~certified, -torch.inf).argmax())]
+        return local_search(score, start.unsqueeze(0), opt.local_scale, seed,
+                            points_per_round=CERTIFY_POINTS)[0]
 
     def _counts_beating_control(self, draws: torch.Tensor) -> torch.Tensor:
         """Algorithm 1 counts with the control as a rival that is never launched.

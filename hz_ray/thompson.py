@@ -17,7 +17,7 @@ Outcome conventions (``m`` metrics, ``c`` constraints):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -28,6 +28,7 @@ from hz_ray.surrogate import DTYPE, PosteriorPaths, PosteriorSnapshot
 
 __all__ = [
     "choose_by_counts",
+    "local_search",
     "pick_counts",
     "pick_indices",
     "propose_candidates",
@@ -104,15 +105,25 @@ def pick_indices(
     if K < 1 or N < 1:
         raise field_error(InputDataError, "draws.shape", (K, N, m), "K >= 1 draws, N >= 1 points")
     w, G, b = _check_outcome_spec(m, objective_weights, constraint_matrix, constraint_bounds)
-    objective = draws @ w  # K x N
+    return _picks(*_draw_scores(draws, w, G, b))
+
+
+def _draw_scores(draws: Tensor, w: Tensor, G: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """``(objective, total violation)`` of ``... x m`` draws, each ``...``."""
+    objective = draws @ w
     if G.shape[0] == 0:
-        return objective.argmax(dim=-1)
-    slack = draws @ G.T - b  # K x N x c
-    violation = (-slack).clamp_min(0.0).sum(dim=-1)  # K x N
-    feasible = (slack >= 0).all(dim=-1)  # K x N, same as violation == 0
+        return objective, torch.zeros_like(objective)
+    return objective, (b - draws @ G.T).clamp_min(0.0).sum(dim=-1)
+
+
+def _picks(objective: Tensor, violation: Tensor) -> Tensor:
+    """Per row of ``K x N`` scores: the feasible argmax, else the least violation.
+
+    Feasible means zero violation, i.e. every constraint row holds; ties go to the lowest index.
+    """
+    feasible = violation <= 0
     best_feasible = objective.masked_fill(~feasible, -torch.inf).argmax(dim=-1)
-    least_violation = violation.argmin(dim=-1)
-    return torch.where(feasible.any(dim=-1), best_feasible, least_violation)
+    return torch.where(feasible.any(dim=-1), best_feasible, violation.argmin(dim=-1))
 
 
 def pick_counts(
@@ -145,21 +156,63 @@ REFINE_SCALES = (0.5, 0.2, 0.08)
 REFINE_POINTS = 64
 
 
-def _draw_scores(
-    draws: Tensor, w: Tensor, G: Tensor, b: Tensor
-) -> tuple[Tensor, Tensor]:
-    """``(objective, violation)`` of ``... x m`` draws, each ``...``."""
-    objective = draws @ w
-    if G.shape[0] == 0:
-        return objective, torch.zeros_like(objective)
-    return objective, (b - draws @ G.T).clamp_min(0.0).sum(dim=-1)
-
-
 def _better(obj_a: Tensor, viol_a: Tensor, obj_b: Tensor, viol_b: Tensor) -> Tensor:
     """Where ``a`` beats ``b`` in one draw: feasible first, then gain, else less violation."""
     feas_a, feas_b = viol_a <= 0, viol_b <= 0
     return torch.where(feas_a & feas_b, obj_a > obj_b,
                        torch.where(feas_a | feas_b, feas_a, viol_a < viol_b))
+
+
+def local_search(
+    score: Callable[[Tensor], tuple[Tensor, Tensor]],
+    starts: Tensor,
+    local_scale: float,
+    seed: int,
+    *,
+    fixed_features: Mapping[int, float] | None = None,
+    scales: tuple[float, ...] = REFINE_SCALES,
+    points_per_round: int = REFINE_POINTS,
+) -> Tensor:
+    r"""Shrinking Gaussian local search of ``K`` independent problems at once.
+
+    Problem ``k`` starts at ``starts[k]``. Each round perturbs the current point
+    ``points_per_round`` times (sd ``local_scale * scale`` per coordinate, clamped to the cube,
+    fixed features kept) and moves to the best perturbation if it beats the current point:
+    feasible (zero violation) beats infeasible, then higher objective; among infeasible
+    points, less violation.
+
+    Args:
+        score: ``K x M x d`` points -> ``(objective, violation)``, each ``K x M``; problem ``k``
+            is scored on row ``k``.
+        starts: ``K x d`` start points (unit cube).
+        local_scale: Base perturbation sd, unit-cube units, > 0.
+        seed: Seed of the perturbations.
+        fixed_features: ``{dimension: value}`` held fixed.
+        scales: Per round, the perturbation sd as a fraction of ``local_scale``.
+        points_per_round: Perturbations per problem and round, >= 1.
+
+    Returns:
+        ``K x d``: per problem, a point at least as good as its start.
+    """
+    points_per_round = _check_count("points_per_round", points_per_round, 1)
+    K, d = starts.shape
+    gen = torch.Generator().manual_seed(int(seed))
+    best = starts.clone()
+    best_obj, best_viol = (t[:, 0] for t in score(best.unsqueeze(1)))
+    rows = torch.arange(K)
+    for scale in scales:
+        noise = torch.randn(K, points_per_round, d, generator=gen, dtype=DTYPE)
+        trial = (best.unsqueeze(1) + local_scale * scale * noise).clamp(0.0, 1.0)
+        for dim_index, value in (fixed_features or {}).items():
+            trial[:, :, dim_index] = float(value)
+        obj, viol = score(trial)  # K x M
+        top = _picks(obj, viol)
+        cand_obj, cand_viol = obj[rows, top], viol[rows, top]
+        move = _better(cand_obj, cand_viol, best_obj, best_viol)
+        best = torch.where(move.unsqueeze(-1), trial[rows, top], best)
+        best_obj = torch.where(move, cand_obj, best_obj)
+        best_viol = torch.where(move, cand_viol, best_viol)
+    return best
 
 
 def refine_on_draws(
@@ -179,11 +232,8 @@ def refine_on_draws(
 
     Thompson sampling maximises one posterior draw; over a finite candidate set the argmax
     lands near, not on, the draw's constrained optimum, which in a value model usually sits
-    on a guardrail boundary. Draw ``k`` starts at ``starts[k]``; each round perturbs the
-    current point ``points_per_round`` times (Gaussian, sd ``local_scale * scale`` per
-    coordinate, clamped to the cube, fixed features kept) and moves to the best perturbation
-    if it beats the current point *in draw k* (feasible beats infeasible; then higher
-    objective; among infeasible, less violation). The draws are functions
+    on a guardrail boundary. Draw ``k`` is searched by :func:`local_search` from
+    ``starts[k]``, every point scored *in draw k*. The draws are functions
     (:class:`~hz_ray.surrogate.PosteriorPaths`), so every evaluation is on the same sample.
 
     Args:
@@ -206,29 +256,11 @@ def refine_on_draws(
     if starts.shape[0] != K:
         raise field_error(InputDataError, "starts.shape", tuple(starts.shape),
                           f"({K}, {paths.dim}): one start per draw")
-    points_per_round = _check_count("points_per_round", points_per_round, 1)
     w, G, b = _check_outcome_spec(paths.num_metrics, objective_weights, constraint_matrix,
                                   constraint_bounds)
-    gen = torch.Generator().manual_seed(int(seed))
-    best = starts.clone()
-    best_obj, best_viol = _draw_scores(paths.per_draw(best.unsqueeze(1))[:, 0, :], w, G, b)
-    rows = torch.arange(K)
-    for scale in scales:
-        noise = torch.randn(K, points_per_round, paths.dim, generator=gen, dtype=DTYPE)
-        trial = (best.unsqueeze(1) + local_scale * scale * noise).clamp(0.0, 1.0)
-        for dim_index, value in (fixed_features or {}).items():
-            trial[:, :, dim_index] = float(value)
-        obj, viol = _draw_scores(paths.per_draw(trial), w, G, b)  # K x M
-        feasible = viol <= 0
-        key = torch.where(feasible, obj, -torch.inf)
-        any_feasible = feasible.any(dim=1)
-        top = torch.where(any_feasible, key.argmax(dim=1), viol.argmin(dim=1))
-        cand_obj, cand_viol = obj[rows, top], viol[rows, top]
-        move = _better(cand_obj, cand_viol, best_obj, best_viol)
-        best = torch.where(move.unsqueeze(-1), trial[rows, top], best)
-        best_obj = torch.where(move, cand_obj, best_obj)
-        best_viol = torch.where(move, cand_viol, best_viol)
-    return best
+    return local_search(lambda X: _draw_scores(paths.per_draw(X), w, G, b), starts,
+                        local_scale, seed, fixed_features=fixed_features, scales=scales,
+                        points_per_round=points_per_round)
 
 
 def _check_count(name: str, value: Any, minimum: int) -> int:
@@ -276,6 +308,14 @@ def choose_by_counts(counts: Tensor, n: int, seed: int) -> list[int]:
     for _ in range(n - order.numel()):
         seats[int(torch.argmax(votes / (2.0 * seats + 1.0)))] += 1.0
     return [int(i) for i, s in zip(order, seats, strict=True) for _ in range(int(s))]
+
+
+def _new_rows(existing: Tensor, points: Tensor) -> Tensor:
+    """The rows of ``points`` that repeat neither a row of ``existing`` nor an earlier point."""
+    pool = torch.cat([existing, points])
+    keep = _first_occurrences(pool)
+    keep[:existing.shape[0]] = True
+    return pool[existing.shape[0]:][keep[existing.shape[0]:]]
 
 
 def _first_occurrences(X: Tensor) -> Tensor:
@@ -378,11 +418,8 @@ def propose_candidates(
         proposals[:, dim_index] = float(value)
 
     B = bucket_X.shape[0]
+    proposals = _new_rows(bucket_X, proposals)  # the bucket is scored as given
     candidates = torch.cat([bucket_X, proposals])
-    keep = _first_occurrences(candidates)
-    keep[:B] = True  # the bucket is scored as given
-    candidates = candidates[keep]
-    proposals = candidates[B:]
     if proposals.shape[0] == 0:
         return torch.zeros(0, d, dtype=DTYPE)
     if not refine:
@@ -398,11 +435,7 @@ def propose_candidates(
                               constraint_bounds, local_scale,
                               seed=int(torch.randint(0, 2**62, (1,), generator=gen)),
                               fixed_features=fixed)
-    refined = refined[_first_occurrences(refined)]
-    pool = torch.cat([bucket_X, refined])
-    keep = _first_occurrences(pool)
-    keep[:B] = True
-    refined = pool[B:][keep[B:]]
+    refined = _new_rows(bucket_X, refined)
     if refined.shape[0] == 0:
         return torch.zeros(0, d, dtype=DTYPE)
     counts = pick_counts(torch.cat([draws[:, :B], paths(refined)], dim=1), objective_weights,

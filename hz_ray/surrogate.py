@@ -42,7 +42,7 @@ from gpytorch.kernels import ScaleKernel
 from gpytorch.likelihoods.noise_models import FixedGaussianNoise
 from gpytorch.mlls import ExactMarginalLogLikelihood
 from gpytorch.priors import LogNormalPrior
-from linear_operator.operators import DenseLinearOperator, DiagLinearOperator, ZeroLinearOperator
+from linear_operator.operators import DenseLinearOperator, ZeroLinearOperator
 from torch import Tensor
 
 from hz_ray.errors import ConfigError, InputDataError, StateError, field_error
@@ -309,13 +309,14 @@ class _SharedControlNoise(FixedGaussianNoise):
 
     def forward(self, *params: Any, shape: torch.Size | None = None,
                 noise: Tensor | None = None, **kwargs: Any) -> Any:
-        if noise is not None:
-            return DiagLinearOperator(noise)
-        if shape is None:
-            p = params[0] if torch.is_tensor(params[0]) else params[0][0]
-            shape = p.shape if len(p.shape) == 1 else p.shape[:-1]
-        if shape[-1] != self.noise.shape[-1]:
-            return ZeroLinearOperator()
+        """The dense covariance on the training points; elsewhere as the parent class.
+
+        Given ``noise`` is returned as it is, and points other than the training points get
+        no noise, exactly as :class:`FixedGaussianNoise` does.
+        """
+        base = super().forward(*params, shape=shape, noise=noise, **kwargs)
+        if noise is not None or isinstance(base, ZeroLinearOperator):
+            return base
         return DenseLinearOperator(self.dense())
 
     def dense(self) -> Tensor:

@@ -98,7 +98,7 @@ def main(argv=None) -> int:
     for variant in args.variants:
         cert = [c for r in results if r["variant"] == variant for c in r["certified_feasible"]]
         print(f"{variant}: arms with P(feasible) >= 0.95: {len(cert)}, truly feasible: "
-              f"{np.mean(cert) if cert else float('nan'):.3f}")
+              f"{sum(cert)} ({np.mean(cert) if cert else float('nan'):.3f})")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"argv": sys.argv[1:], "results": results}))
     return 0

@@ -670,8 +670,8 @@ def table(summary: list[dict], order: list[str]) -> str:
         lines.append("| method | seeds | gain % mean ± sd (se) | median | % of opt (median) "
                      "| violation pp mean ± sd (se) | feasible | first feasible lift h "
                      "(median; <= 48 h) | regret pp | online violation pp | best ran % opt "
-                     "| wall s (median) |")
-        lines.append("|" + "---|" * 12)
+                     "| wall s (median) | CPU s (median) |")
+        lines.append("|" + "---|" * 13)
         for r in rows:
             ff = r["first_feasible_hour_median_all"]
             first = "never" if math.isinf(ff) else f"{ff:.0f}"
@@ -682,7 +682,8 @@ def table(summary: list[dict], order: list[str]) -> str:
                 f"| {first}; {100 * r['first_feasible_within_48h_frac']:.0f}% "
                 f"| {_fmt(r['regret_pp'], 3, se=False)} "
                 f"| {_fmt(r['online_cost_pp'], 3, se=False)} "
-                f"| {_pct(r['best_ran_frac_opt'])} | {r['wall_s']['median']:.1f} |")
+                f"| {_pct(r['best_ran_frac_opt'])} | {r['wall_s']['median']:.1f} "
+                f"| {r['cpu_s']['median']:.1f} |")
         natives = [r for r in rows if "native_final_gain_pct" in r]
         for r in natives:
             lines.append(f"\n{r['method']}'s own final pick (Client.get_best_parameterization): "
@@ -951,11 +952,16 @@ def paired(spec_a: str, spec_b: str, out: Path) -> int:
 
 
 def merge(args) -> int:
-    """Tabulate saved runs (several files, e.g. baselines and hz-ray run apart)."""
+    """Tabulate saved runs (several files, e.g. baselines and hz-ray run apart).
+
+    With ``--seed-list`` only those seeds are tabulated (e.g. to pair a 20-seed run with a
+    10-seed one).
+    """
     runs, optima, order = [], {}, []
     for path in args.merge:
         data = json.loads(Path(path).read_text())
-        runs += [r for r in data["runs"] if "readout_of" not in r]
+        runs += [r for r in data["runs"] if "readout_of" not in r
+                 and (args.seed_list is None or r["seed"] in args.seed_list)]
         optima.update(data.get("optima", {}))
         order += [m for m in data["meta"]["methods"] if m not in order]
     optima.update(load_optima(args.optima or args.out / "optima.json"))

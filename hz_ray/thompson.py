@@ -225,8 +225,6 @@ def refine_on_draws(
     seed: int,
     *,
     fixed_features: Mapping[int, float] | None = None,
-    scales: tuple[float, ...] = REFINE_SCALES,
-    points_per_round: int = REFINE_POINTS,
 ) -> Tensor:
     r"""Local search on each Thompson sample, from that sample's best candidate.
 
@@ -245,8 +243,6 @@ def refine_on_draws(
         local_scale: Base perturbation sd, unit-cube units, > 0.
         seed: Seed of the perturbations.
         fixed_features: ``{dimension: value}`` held fixed.
-        scales: Per round, the perturbation sd as a fraction of ``local_scale``.
-        points_per_round: Perturbations per draw and round, >= 1.
 
     Returns:
         ``K x d``: per draw, a point at least as good as its start in that draw.
@@ -259,8 +255,7 @@ def refine_on_draws(
     w, G, b = _check_outcome_spec(paths.num_metrics, objective_weights, constraint_matrix,
                                   constraint_bounds)
     return local_search(lambda X: _draw_scores(paths.per_draw(X), w, G, b), starts,
-                        local_scale, seed, fixed_features=fixed_features, scales=scales,
-                        points_per_round=points_per_round)
+                        local_scale, seed, fixed_features=fixed_features)
 
 
 def _check_count(name: str, value: Any, minimum: int) -> int:

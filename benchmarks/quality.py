@@ -176,7 +176,7 @@ def _realism(world_name: str):
 
 def arm_hours_for(hours: int) -> tuple[int, int]:
     """Default (min_hours, max_hours) of an arm for a horizon."""
-    return (6, 24) if hours >= 48 else (3, 8)
+    return (2, 24) if hours >= 48 else (3, 8)
 
 
 def build_config(world, method: Method, seed: int, slots: int, arm_hours: tuple[int, int]):
@@ -773,7 +773,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="users per group-hour (test groups and control alike); a "
                              "method's backend.traffic_per_arm overrides it")
     parser.add_argument("--arm-hours", type=int, nargs=2, default=None, metavar=("MIN", "MAX"),
-                        help="arm min_hours and max_hours (default: 6 24 from 48 h, else 3 8)")
+                        help="arm min_hours and max_hours (default: 2 24 from 48 h, else 3 8)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--smoke", action="store_true",
                         help="tiny run for tests: hz-ray and random, branin, 1 seed, 8 h, 3 slots")

@@ -13,7 +13,7 @@ A minimal YAML file::
     objective: {metric: views}                # or {weights: {views: 1, watch_time: 0.5}}
     constraints:
       - {metric: likes, min_delta: -0.005}    # likes may drop by at most 0.5% vs control
-    arms: {slots: 8, min_hours: 6, max_hours: 24}
+    arms: {slots: 8, min_hours: 2, max_hours: 24}
     optimizer: {seed: 0}
 """
 
@@ -157,6 +157,13 @@ class ArmsSpec:
     Attributes:
         slots: Test arms live at the same time (experiment slots), >= 1.
         min_hours: Hours of data an arm collects before it may be stopped early.
+            The stop rules below act on the posterior, which already carries
+            the noise of few hours, so a short minimum stops harmful arms
+            sooner (2 instead of 6 h, value-model world, 72 h, 10 paired
+            seeds: +0.14 points of gain, s.e. 0.06, and traffic-weighted
+            guardrail violation of the arms run 1.32 -> 0.47 pp;
+            benchmarks/RESULTS.md). Contender stops still wait for the hours
+            a recommendation needs.
         max_hours: Hours an arm stays live at most (its lifecycle).
         guardrail_stop_probability: Stop an arm after ``min_hours`` when its
             posterior probability of meeting every constraint falls below
@@ -177,7 +184,7 @@ class ArmsSpec:
     """
 
     slots: int = 8
-    min_hours: int = 6
+    min_hours: int = 2
     max_hours: int = 24
     guardrail_stop_probability: float = 0.05
     contender_stop_share: float = 0.03

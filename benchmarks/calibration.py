@@ -3,7 +3,8 @@
 For every arm that ran at least ``recommend_min_hours`` hours, at the end of a 72-hour job,
 ``z = (true delta - posterior mean) / posterior sd`` per metric. A calibrated posterior has
 z with mean ~0 and sd ~1 over arms and seeds; the share of arms whose true deltas meet every
-guardrail among those the posterior gives P(feasible) >= 0.95 should be >= 0.95.
+guardrail among those the posterior certifies (P(feasible) >= ``feasibility_threshold``,
+0.95) should be >= that threshold.
 
 Usage::
 
@@ -31,17 +32,12 @@ def run(seed: int, variant: str, traffic: int, hours: int) -> dict:
     from benchmarks import quality as q
 
     q._single_thread()
-    from hz_ray.backends import SimulatedBackend, make_world
-    from hz_ray.clock import SimClock
     from hz_ray.local import run_local
 
     method = q.register_variant(f"calib-{variant}", config=VARIANTS[variant])
-    world = make_world("value_model", seed=seed)
+    world, config, clock, backend = q.make_run(method, "value_model", seed, 8,
+                                               q.arm_hours_for(hours), traffic)
     problem = world.default_problem
-    config = q.build_config(world, method, seed, 8, q.arm_hours_for(hours))
-    clock = SimClock()
-    backend = SimulatedBackend(world, clock, seed=seed, realism=q._realism("value_model"),
-                               traffic_per_arm=traffic)
     holder = {}
 
     def factory(cfg):
@@ -63,8 +59,8 @@ def run(seed: int, variant: str, traffic: int, hours: int) -> dict:
         truth = world.true_deltas(opt.ledger.arms[arm_id].params)
         z.append([(truth[m] - float(mean[i, j])) / float(var[i, j]) ** 0.5
                   for j, m in enumerate(opt.metrics)])
-        if assessed[arm_id].p_feasible >= 0.95:
-            certified.append(problem.violation(truth) <= 1e-12)
+        if assessed[arm_id].p_feasible >= config.optimizer.feasibility_threshold:
+            certified.append(problem.violation(truth) <= q.FEASIBLE_TOL)
     return {"seed": seed, "variant": variant, "metrics": list(opt.metrics), "z": z,
             "certified_feasible": certified}
 

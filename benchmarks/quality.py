@@ -175,8 +175,10 @@ def _realism(world_name: str):
 
 
 def arm_hours_for(hours: int) -> tuple[int, int]:
-    """Default (min_hours, max_hours) of an arm for a horizon."""
-    return (2, 24) if hours >= 48 else (3, 8)
+    """(min_hours, max_hours) of an arm for a horizon: the product defaults from 48 h."""
+    from hz_ray.config import ArmsSpec
+
+    return (ArmsSpec.min_hours, ArmsSpec.max_hours) if hours >= 48 else (3, 8)
 
 
 def build_config(world, method: Method, seed: int, slots: int, arm_hours: tuple[int, int]):
@@ -444,29 +446,48 @@ def run_one(task: dict) -> dict:
                 "cpu_s": time.process_time() - start_cpu}
 
 
+def make_run(method: Method, world_name: str, seed: int, slots: int,
+             arm_hours: tuple[int, int], traffic: int):
+    """``(world, config, clock, backend)`` of one run, the backend shaped by the method.
+
+    Args:
+        method: The method (its config overrides and backend options).
+        world_name: A world of :func:`hz_ray.backends.make_world`, seeded with ``seed``.
+        seed: World, noise and optimiser seed.
+        slots: Live arms at once.
+        arm_hours: The arms' ``(min_hours, max_hours)``.
+        traffic: Users per group-hour, unless the method sets ``traffic_per_arm``.
+    """
+    from hz_ray.backends import SimulatedBackend, make_world
+    from hz_ray.clock import SimClock
+
+    world = make_world(world_name, seed=seed)
+    config = build_config(world, method, seed, slots, arm_hours)
+    clock = SimClock()
+    backend = SimulatedBackend(
+        world, clock, seed=seed, realism=_realism(world_name),
+        reporting_delay_hours=method.backend.get("reporting_delay_hours", 0),
+        traffic_per_arm=int(method.backend.get("traffic_per_arm", traffic)))
+    if method.backend.get("raw_means"):
+        from benchmarks.baselines.raw_means import RawMeansBackend
+
+        backend = RawMeansBackend(backend)
+    return world, config, clock, backend
+
+
 def _run_one(task: dict) -> dict:
     _single_thread()
     import logging
 
     logging.getLogger("hz_ray").setLevel(logging.WARNING)
-    from hz_ray.backends import SimulatedBackend, make_world
-    from hz_ray.clock import SimClock
     from hz_ray.local import run_local
 
     method = Method(**task["method_spec"])
     seed, hours = task["seed"], task["hours"]
-    world = make_world(task["world"], seed=seed)
+    world, config, clock, backend = make_run(method, task["world"], seed, task["slots"],
+                                             tuple(task["arm_hours"]),
+                                             task.get("traffic", 20_000))
     problem = world.default_problem
-    config = build_config(world, method, seed, task["slots"], tuple(task["arm_hours"]))
-    clock = SimClock()
-    backend = SimulatedBackend(
-        world, clock, seed=seed, realism=_realism(task["world"]),
-        reporting_delay_hours=method.backend.get("reporting_delay_hours", 0),
-        traffic_per_arm=int(method.backend.get("traffic_per_arm", task.get("traffic", 20_000))))
-    if method.backend.get("raw_means"):
-        from benchmarks.baselines.raw_means import RawMeansBackend
-
-        backend = RawMeansBackend(backend)
     instances: list = []
     factory = None
     if method.factory is not None:
@@ -796,11 +817,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="print paired differences (A - B) of two saved runs, no runs")
     parser.add_argument("--per-seed", nargs="*", default=None, metavar="METHOD",
                         help="also print per-seed rows of these methods (all if none given)")
+    parser.add_argument("--arms", nargs=2, metavar=("TAG:METHOD", "SEED"), default=None,
+                        help="print one saved run's arms (launch, stop, reason, hours of "
+                             "data, true gain and violation), no runs")
     args = parser.parse_args(argv)
     if args.merge:
         return merge(args)
     if args.paired:
         return paired(*args.paired, args.out)
+    if args.arms:
+        return print_arms(args.arms[0], int(args.arms[1]), args.out)
 
     for spec in args.variant:
         _parse_variant(spec)
@@ -942,13 +968,47 @@ def paired(spec_a: str, spec_b: str, out: Path) -> int:
     if len(seeds) < 2:
         print(f"fewer than 2 shared seeds between {spec_a} and {spec_b}")
         return 2
-    for key, unit in (("gain_pct", "points"), ("online_cost_pp", "pp")):
+    for key, unit, better in (("gain_pct", "points", "ahead"),
+                              ("online_cost_pp", "pp", "lower")):
         diffs = [a[s][key] - b[s][key] for s in seeds]
         se = statistics.stdev(diffs) / math.sqrt(len(diffs))
+        wins = sum(d > 0 for d in diffs) if better == "ahead" else sum(d < 0 for d in diffs)
         print(f"{key}: {spec_a} - {spec_b} over {len(seeds)} paired seeds: "
               f"{statistics.mean(diffs):+.3f} {unit} (s.e. {se:.3f}); "
-              f"A ahead on {sum(d > 0 for d in diffs)} of {len(diffs)}")
+              f"A {better} on {wins} of {len(diffs)}")
+    mean_a, mean_b = _mean_trace(a, seeds), _mean_trace(b, seeds)
+    for (name, own), (other_name, other) in (((spec_a, mean_a), (spec_b, mean_b)),
+                                             ((spec_b, mean_b), (spec_a, mean_a))):
+        final_hour = max(other)
+        reach = next((h for h in sorted(own) if own[h] >= other[final_hour]), None)
+        print(f"seed-mean gain by hour: {name} reaches {other_name}'s final "
+              f"{other[final_hour]:.3f}% (hour {final_hour}) "
+              f"{'never' if reach is None else f'at hour {reach}'}")
     return 0
+
+
+def print_arms(spec: str, seed: int, out: Path) -> int:
+    """Print the arms of one saved run (``TAG:METHOD`` and seed): the lifecycle view."""
+    tag, _, method = spec.partition(":")
+    data = json.loads((out / f"quality-{tag}.json").read_text())
+    run = next((r for r in data["runs"] if r["method"] == method and r["seed"] == seed
+                and "error" not in r and "readout_of" not in r), None)
+    if run is None:
+        print(f"no run of {method} seed {seed} in {tag}")
+        return 2
+    print("| arm | launched h | stopped h | reason | hours of data | true gain % "
+          "| true violation pp |\n|" + "---|" * 7)
+    for arm_id, launched, stopped, reason, hours, gain, viol in run["arms"]:
+        print(f"| {arm_id} | {launched} | {'-' if stopped is None else stopped} | "
+              f"{reason or '-'} | {hours} | {gain:.3f} | {viol:.3f} |")
+    return 0
+
+
+def _mean_trace(runs: dict[int, dict], seeds: list[int]) -> dict[int, float]:
+    """``{hour: gain % of the recommendation, mean over seeds}`` for the hours every seed has."""
+    by_seed = [{t[0]: t[1] for t in runs[s]["trace"]} for s in seeds]
+    hours = set.intersection(*(set(t) for t in by_seed))
+    return {h: statistics.mean(t[h] for t in by_seed) for h in sorted(hours)}
 
 
 def merge(args) -> int:

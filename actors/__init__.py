@@ -2,11 +2,10 @@
 
 - :func:`run_on_ray` (``actors.driver``): run a job on an embedded or a running
   Ray cluster; returns the same ``RunResult`` as ``run_local``.
-- :class:`PosteriorService` (``actors.posterior_service``) /
-  ``PosteriorActor`` (``actors.posterior``): the central actor holding the GP
-  posterior.
-- :class:`ArmSlotRunner` / ``ArmWorker`` (``actors.arm_worker``): one live arm
-  slot per worker; imports no torch.
+- ``PosteriorActor`` (``actors.posterior``): the central actor, a shell around
+  :class:`hz_ray.service.posterior.PosteriorService`.
+- ``ArmWorker`` (``actors.arm_worker``): one live arm slot per worker, a shell
+  around :class:`hz_ray.service.slot.ArmSlotRunner`; imports no torch.
 
 Names are imported lazily (PEP 562) so that ``import actors.arm_worker`` in a
 worker process never imports the central actor's modules (and torch).
@@ -22,11 +21,9 @@ _EXPORTS = {
     "RayDriver": "actors.driver",
     "RayRun": "actors.driver",
     "DefaultBackendFactory": "actors.driver",
-    "PosteriorService": "actors.posterior_service",
     "PosteriorActor": "actors.posterior",
     "posterior_actor_class": "actors.posterior",
     "start_posterior_actor": "actors.posterior",
-    "ArmSlotRunner": "actors.arm_worker",
     "ArmWorker": "actors.arm_worker",
     "RunnerSettings": "actors.arm_worker",
     "WorkerStats": "actors.arm_worker",

@@ -14,7 +14,6 @@ as :func:`hz_ray.local.run_local`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import tempfile
@@ -28,18 +27,17 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
 from actors.arm_worker import BackendFactory, RunnerSettings, WorkerStats, arm_worker_class
-from actors.messages import HourSummary, ServiceStatus
 from actors.options import ArmWorkerOptions, PosteriorActorOptions, job_namespace
-from actors.posterior import CHECKPOINT_NAME, LOG_DIR_NAME, start_posterior_actor
+from actors.posterior import start_posterior_actor
 from hz_ray.clock import AcceleratedClock, Clock
 from hz_ray.config import BackendSpec, TuningConfig
-from hz_ray.errors import ConfigError, HzRayError, StateError, field_error
-from hz_ray.records import Recommendation
+from hz_ray.errors import ConfigError, HzRayError, field_error
 from hz_ray.result import RunResult
+from hz_ray.run_folder import RunFolder, check_hours
+from hz_ray.service.messages import HourProgress, ServiceStatus
 
 logger = logging.getLogger(__name__)
 
-DRIVER_STATE_NAME = "driver.json"
 _CLOCK_LEAD_S = 0.25
 _PENDING_EPOCH_S = 10**7
 _WATCH_STEP_S = 0.05
@@ -72,14 +70,14 @@ class RayRun:
         result: The :class:`RunResult` (what :func:`run_on_ray` returns).
         workers: Per slot, the worker's :class:`WorkerStats`.
         status: The central actor's final :class:`ServiceStatus`.
-        summaries: Per job hour, the central actor's :class:`HourSummary`.
+        summaries: Per job hour, the central actor's :class:`HourProgress`.
         wall_s: Wall seconds of the job (clock start to final readout).
     """
 
     result: RunResult
     workers: tuple[WorkerStats, ...]
     status: ServiceStatus
-    summaries: tuple[HourSummary, ...]
+    summaries: tuple[HourProgress, ...]
     wall_s: float
 
 
@@ -89,8 +87,9 @@ class RayDriver:
     Args:
         config: The tuning job.
         backend_factory: ``factory(clock) -> ArmBackend``, called inside each worker.
-        run_dir: Folder of the log and checkpoint, reachable from the central
-            actor's node (the head node by default).
+        run_dir: The job's run folder, reachable from the central actor's node
+            (the head node by default); :meth:`start` opens it (and holds its
+            lock until :meth:`shutdown`).
         seconds_per_hour: Wall seconds per job hour of the job clock.
         resume: Continue the job in ``run_dir`` (the central actor restores).
         metrics_port: Serve Prometheus metrics from the central actor on this
@@ -118,25 +117,40 @@ class RayDriver:
         self.worker_options = worker_options
         self.runner_settings = runner_settings
         self.startup_timeout_s = startup_timeout_s
+        self.folder: RunFolder | None = None
         self.posterior: Any = None
         self.workers: list[Any] = []
         self.clock: AcceleratedClock | None = None
 
+    @property
+    def job_id(self) -> str:
+        """The job's id (once :meth:`start` opened the run folder)."""
+        if self.folder is None:
+            raise HzRayError("The job has not started.", "Call start() first.")
+        return self.folder.job_id
+
     # ------------------------------------------------------------- startup
     def start(self) -> None:
-        """Create the central actor and the workers and wait until all are up."""
+        """Open the run folder, create the central actor and the workers, wait until all are up.
+
+        Raises:
+            StateError: The folder holds another job (and ``resume`` is false),
+                or a job with another config, or another process runs it.
+        """
+        if self.folder is None:
+            self.folder = RunFolder.open(self.run_dir, self.config, resume=self.resume)
         kwargs: dict[str, Any] = {}
         if self.metrics_port is not None:
             kwargs["metrics_port"] = self.metrics_port
-        self.posterior = start_posterior_actor(self.config, self.run_dir, resume=self.resume,
+        namespace = job_namespace(self.job_id)
+        self.posterior = start_posterior_actor(self.config, self.run_dir, job_id=self.job_id,
+                                               resume=self.resume,
                                                options=self.posterior_options, **kwargs)
         ray.get(self.posterior.ready.remote(), timeout=self.startup_timeout_s)
         worker_cls = arm_worker_class(self.worker_options)
         self.workers = [
-            worker_cls.options(name=f"arm-worker-{slot:02d}",
-                               namespace=job_namespace(self.config.name)).remote(
-                slot, self.config, job_namespace(self.config.name), self.backend_factory,
-                self.runner_settings)
+            worker_cls.options(name=f"arm-worker-{slot:02d}", namespace=namespace).remote(
+                slot, self.config, namespace, self.backend_factory, self.runner_settings)
             for slot in range(self.config.arms.slots)
         ]
         # Build every backend on a clock that has not started yet (epoch far ahead); run()
@@ -146,27 +160,25 @@ class RayDriver:
                 timeout=self.startup_timeout_s)
 
     def _job_clock(self) -> AcceleratedClock:
-        path = self.run_dir / DRIVER_STATE_NAME
-        if self.resume and path.exists():
-            saved = json.loads(path.read_text())
-            return AcceleratedClock(float(saved["seconds_per_hour"]), float(saved["epoch_s"]))
+        """The job clock: the run folder's (a resumed job keeps its hours), else a new one."""
+        assert self.folder is not None
+        next_hour = ray.get(self.posterior.last_hour.remote(), timeout=60.0) + 1
+        saved = self.folder.saved_clock(next_hour, seconds_per_hour=self.seconds_per_hour)
+        if saved is not None:
+            assert isinstance(saved, AcceleratedClock)
+            return saved
         clock = AcceleratedClock(self.seconds_per_hour, time.time() + _CLOCK_LEAD_S)
-        from hz_ray.storage import save_checkpoint
-
-        save_checkpoint(path, {"epoch_s": clock.epoch_s,
-                               "seconds_per_hour": clock.seconds_per_hour,
-                               "job": self.config.name})
+        self.folder.save_clock(clock)
         return clock
 
     # ----------------------------------------------------------------- run
     def run(self, hours: int,
-            progress: Callable[[HourSummary], None] | None = None) -> RayRun:
+            progress: Callable[[HourProgress], None] | None = None) -> RayRun:
         """Start the clock, watch the job hour by hour, collect the result.
 
         Args:
             hours: Job length in job hours.
-            progress: Called after every job hour with the :class:`HourSummary`
-                (it has the fields of :class:`hz_ray.local.HourProgress`).
+            progress: Called after every job hour with its :class:`HourProgress`.
 
         Returns:
             The :class:`RayRun`.
@@ -178,8 +190,7 @@ class RayDriver:
         started = time.time()
         refs = [w.run.remote(clock, hours) for w in self.workers]
         by_ref = {ref: slot for slot, ref in enumerate(refs)}
-        recommendations: list[tuple[int, Recommendation]] = []
-        summaries: list[HourSummary] = []
+        summaries: list[HourProgress] = []
         first = max(0, math.floor(clock.now_hours()))
         for hour in range(first, hours):
             self._wait_until(clock, hour + 1, refs, by_ref)
@@ -187,18 +198,13 @@ class RayDriver:
             if summary is None:
                 continue
             summaries.append(summary)
-            recommendations.append((hour, summary.recommendation))
             if progress is not None:
                 progress(summary)
         grace_s = 2 * clock.seconds_per_hour + 120.0
         stats = tuple(self._get(refs, grace_s))
-        final = self._get(self.posterior.finish.remote(), self.startup_timeout_s)
-        arms = self._get(self.posterior.arm_summaries.remote(), 120.0)
+        self._get(self.posterior.finish.remote(), self.startup_timeout_s)
+        result: RunResult = self._get(self.posterior.result.remote(), 120.0)
         status: ServiceStatus = self._get(self.posterior.status.remote(), 60.0)
-        result = RunResult(
-            recommendation=final, recommendations=recommendations,
-            arms={a.arm_id: a for a in arms}, log_path=self.run_dir / LOG_DIR_NAME,
-            checkpoint_path=self.run_dir / CHECKPOINT_NAME, rejected=status.rejected)
         return RayRun(result, stats, status, tuple(summaries), time.time() - started)
 
     def _wait_until(self, clock: AcceleratedClock, hour: float, refs: list[Any],
@@ -223,10 +229,10 @@ class RayDriver:
                 time.sleep(max(0.0, clock.seconds_until(hour)))
                 return
 
-    def _summary(self, hour: int) -> HourSummary | None:
-        """The central actor's summary of ``hour``; ``None`` while it is restarting."""
+    def _summary(self, hour: int) -> HourProgress | None:
+        """The central actor's progress record of ``hour``; ``None`` while it is restarting."""
         try:
-            return ray.get(self.posterior.hour_summary.remote(hour), timeout=30.0)
+            return ray.get(self.posterior.hour_progress.remote(hour), timeout=30.0)
         except (RayActorError, GetTimeoutError) as exc:
             logger.warning("Hour %d: central actor unavailable (%s); no readout this hour.",
                            hour, type(exc).__name__)
@@ -261,12 +267,9 @@ class RayDriver:
             except Exception:  # noqa: BLE001
                 logger.debug("central actor already gone", exc_info=True)
             self.posterior = None
-
-
-def _check_hours(hours: object) -> int:
-    if isinstance(hours, bool) or not isinstance(hours, int) or hours < 1:
-        raise field_error(ConfigError, "hours", hours, "an integer >= 1")
-    return hours
+        if self.folder is not None:
+            self.folder.close()
+            self.folder = None
 
 
 def connect(address: str | None) -> bool:
@@ -298,12 +301,13 @@ def run_on_ray(
     seed: int | None = None,
     run_dir: str | Path | None = None,
     seconds_per_hour: float = 0.5,
-    progress: Callable[[HourSummary], None] | None = None,
+    progress: Callable[[HourProgress], None] | None = None,
     metrics_port: int | None = None,
     resume: bool = False,
     posterior_options: PosteriorActorOptions | None = None,
     worker_options: ArmWorkerOptions | None = None,
     runner_settings: RunnerSettings | None = None,
+    job_id: str | None = None,
 ) -> RunResult:
     """Run a tuning job on Ray: one central posterior actor, one worker per arm slot.
 
@@ -318,17 +322,18 @@ def run_on_ray(
             already connected to Ray.
         seed: Overrides ``config.optimizer.seed`` (and seeds the default
             backend's noise).
-        run_dir: Folder of the Parquet log and the checkpoint, on the head
-            node (default: a new temporary folder).
+        run_dir: The job's run folder, on the head node (default: a new
+            temporary folder). A job started by either driver resumes on either.
         seconds_per_hour: Wall seconds per job hour of the job clock (an
             :class:`~hz_ray.clock.AcceleratedClock`; 3600 for a live platform).
-        progress: Called after every job hour with the hour's summary.
+        progress: Called after every job hour with its :class:`HourProgress`.
         metrics_port: Serve Prometheus metrics from the central actor on
             ``127.0.0.1:<port>`` of its node (outside Ray's 10002-19999 range).
-        resume: Continue the job in ``run_dir`` from its checkpoint and log.
+        resume: Continue the job in ``run_dir`` (started by either driver).
         posterior_options: Central actor options (CPUs, restarts, placement).
         worker_options: Arm worker options.
         runner_settings: Worker loop knobs (poll cadence, retries).
+        job_id: Pin a new job's id (default: its name plus a random suffix).
 
     Returns:
         The same :class:`RunResult` as :func:`hz_ray.local.run_local`; its
@@ -336,9 +341,10 @@ def run_on_ray(
 
     Raises:
         ConfigError: Bad ``hours`` or ``seconds_per_hour``.
-        StateError: ``run_dir`` holds another job's log and ``resume`` is false.
+        StateError: ``run_dir`` holds a job and ``resume`` is false, holds a
+            job with another config, or another process runs it.
     """
-    hours = _check_hours(hours)
+    hours = check_hours(hours)
     if isinstance(seconds_per_hour, bool) or not isinstance(seconds_per_hour, (int, float)) \
             or not math.isfinite(seconds_per_hour) or seconds_per_hour <= 0:
         raise field_error(ConfigError, "seconds_per_hour", seconds_per_hour,
@@ -349,15 +355,17 @@ def run_on_ray(
     factory = backend_factory if backend_factory is not None else DefaultBackendFactory(
         config.backend, seed or 0)
     folder = Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp(prefix="hz-ray-"))
-    folder.mkdir(parents=True, exist_ok=True)
-    if not resume and (folder / LOG_DIR_NAME).exists() and any((folder / LOG_DIR_NAME).iterdir()):
-        raise field_error(StateError, "run_dir", str(folder), "a folder without an event log",
-                          "Pass resume=True to continue that job, or pick a new run_dir.")
-    owned = connect(address)
+    run_folder = RunFolder.open(folder, config, resume=resume, job_id=job_id)  # before Ray
+    try:
+        owned = connect(address)
+    except BaseException:
+        run_folder.close()
+        raise
     driver = RayDriver(config, factory, folder, seconds_per_hour=float(seconds_per_hour),
                        resume=resume, metrics_port=metrics_port,
                        posterior_options=posterior_options, worker_options=worker_options,
                        runner_settings=runner_settings)
+    driver.folder = run_folder
     try:
         driver.start()
         return driver.run(hours, progress).result

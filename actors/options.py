@@ -18,13 +18,13 @@ NAMESPACE_PREFIX = "hz-ray-"
 POSTERIOR_ACTOR_NAME = "posterior"
 
 
-def job_namespace(job: str) -> str:
-    """The Ray namespace of a tuning job, e.g. ``"hz-ray-feed-vm"``.
+def job_namespace(job_id: str) -> str:
+    """The Ray namespace of a tuning job by its id, e.g. ``"hz-ray-feed-vm-7f3a"``.
 
     Tools find the job's central actor with
-    ``ray.get_actor("posterior", namespace=job_namespace(job))``.
+    ``ray.get_actor("posterior", namespace=job_namespace(job_id))``.
     """
-    return f"{NAMESPACE_PREFIX}{job}"
+    return f"{NAMESPACE_PREFIX}{job_id}"
 
 
 def _count(name: str, value: object, minimum: int) -> None:

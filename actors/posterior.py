@@ -1,4 +1,4 @@
-"""The central posterior actor: a thin Ray shell around :class:`PosteriorService`.
+"""The central posterior actor: a thin Ray shell around the posterior service.
 
 The shell only adds what Ray needs: concurrency groups (``report`` in
 ``ingest``; ``sample``, ``retire`` and ``slot_state`` in ``sample``; the rest
@@ -19,25 +19,22 @@ from typing import TYPE_CHECKING, Any
 
 import ray
 
-from actors.messages import (
-    HourSummary,
+from actors.options import POSTERIOR_ACTOR_NAME, PosteriorActorOptions, job_namespace
+from hz_ray.config import TuningConfig
+from hz_ray.errors import StateError, field_error
+from hz_ray.records import Recommendation
+from hz_ray.result import ArmSummary, RunResult
+from hz_ray.service.messages import (
+    HourProgress,
     Report,
     ReportAck,
     SampleReply,
     ServiceStatus,
     SlotState,
 )
-from actors.options import POSTERIOR_ACTOR_NAME, PosteriorActorOptions, job_namespace
-from hz_ray.config import TuningConfig
-from hz_ray.errors import StateError, field_error
-from hz_ray.records import Recommendation
-from hz_ray.result import ArmSummary
 
 if TYPE_CHECKING:
-    from actors.posterior_service import PosteriorService
-
-CHECKPOINT_NAME = "checkpoint.json"
-LOG_DIR_NAME = "log"
+    from hz_ray.service.posterior import PosteriorService
 
 
 class PosteriorActor:
@@ -48,20 +45,20 @@ class PosteriorActor:
 
     Args:
         config: The tuning job.
-        run_dir: Folder of the log and checkpoint (on the actor's node).
+        run_dir: The job's run folder (on the actor's node).
         resume: Continue a job from ``run_dir`` (restarts always restore).
-        **kwargs: Passed to :class:`PosteriorService` (``metrics_port``, ...).
+        **kwargs: Passed to :class:`PosteriorService` (``job_id``, ``metrics_port``, ...).
     """
 
     def __init__(self, config: TuningConfig, run_dir: str | Path, *, resume: bool = False,
                  **kwargs: Any) -> None:
-        from actors.posterior_service import PosteriorService
+        from hz_ray.service.posterior import PosteriorService
 
         with warnings.catch_warnings():  # Ray 2.60 warns inside its own property
             warnings.simplefilter("ignore", DeprecationWarning)
             reconstructed = bool(ray.get_runtime_context().was_current_actor_reconstructed)
         self.service: PosteriorService = PosteriorService(
-            config, run_dir, restore=resume or reconstructed, **kwargs)
+            config, run_dir, restore=resume or reconstructed, driver="ray", **kwargs)
 
     @ray.method(concurrency_group="ingest")
     def report(self, report: Report) -> ReportAck:
@@ -69,7 +66,7 @@ class PosteriorActor:
         return self.service.report(report)
 
     @ray.method(concurrency_group="sample")
-    def sample(self, slot: int, seq: int, hour: int) -> SampleReply:
+    def sample(self, slot: int, seq: int, hour: int) -> SampleReply | None:
         """Hand out a Thompson sample (see :meth:`PosteriorService.sample`)."""
         return self.service.sample(slot, seq, hour)
 
@@ -87,9 +84,17 @@ class PosteriorActor:
         """The newest launch readout."""
         return self.service.recommend()
 
-    def hour_summary(self, hour: int) -> HourSummary:
-        """One job hour's summary for the driver."""
-        return self.service.hour_summary(hour)
+    def hour_progress(self, hour: int) -> HourProgress:
+        """One job hour's progress record for the driver (logs the hour's readout)."""
+        return self.service.hour_progress(hour)
+
+    def result(self) -> RunResult:
+        """The job's result so far."""
+        return self.service.result()
+
+    def last_hour(self) -> int:
+        """The newest job hour whose readout was logged (-1 before any)."""
+        return self.service.last_hour()
 
     def status(self) -> ServiceStatus:
         """Counters for tools and tests."""
@@ -149,6 +154,7 @@ def start_posterior_actor(
     config: TuningConfig,
     run_dir: str | Path,
     *,
+    job_id: str,
     resume: bool = False,
     options: PosteriorActorOptions | None = None,
     **kwargs: Any,
@@ -157,7 +163,8 @@ def start_posterior_actor(
 
     Args:
         config: The tuning job.
-        run_dir: Folder of the log and checkpoint.
+        run_dir: The job's run folder.
+        job_id: The job's id (its namespace is :func:`~actors.options.job_namespace`).
         resume: Continue the job in ``run_dir``.
         options: Actor options.
         **kwargs: Passed to :class:`PosteriorService` (``metrics_port``, ...).
@@ -166,17 +173,17 @@ def start_posterior_actor(
         The actor handle.
 
     Raises:
-        StateError: An actor of a job with the same name is already running.
+        StateError: The job's central actor is already running.
     """
-    namespace = job_namespace(config.name)
+    namespace = job_namespace(job_id)
     try:
         ray.get_actor(POSTERIOR_ACTOR_NAME, namespace=namespace)
     except ValueError:
         pass
     else:
-        raise field_error(StateError, "job name", config.name,
+        raise field_error(StateError, "job", job_id,
                           f"not running already (namespace {namespace!r} has a posterior actor)",
-                          "Wait for that job to finish, or give this one another name.")
+                          "Wait for that job to end, or stop it first.")
     cls = posterior_actor_class(options)
     return cls.options(name=POSTERIOR_ACTOR_NAME, namespace=namespace).remote(
-        config, str(run_dir), resume=resume, **kwargs)
+        config, str(run_dir), job_id=job_id, resume=resume, **kwargs)

@@ -39,12 +39,13 @@ import numpy as np
 import ray
 
 from actors.driver import RayDriver
-from actors.messages import Report
 from actors.options import POSTERIOR_ACTOR_NAME, PosteriorActorOptions, job_namespace
 from actors.posterior import start_posterior_actor
-from actors.testing import SimulatedFactory, StragglerFactory, percentile
 from hz_ray.config import TuningConfig, config_from_mapping
 from hz_ray.records import HourlyDelta
+from hz_ray.service.messages import Report
+from hz_ray.sim import SimulatedFactory
+from hz_ray.testing import StragglerFactory, percentile
 
 ROOT = Path(__file__).resolve().parents[1]
 LOW, HIGH = 0.25, 4.0
@@ -167,7 +168,7 @@ def bench_latency(sizes: list[int], samples: int, out_dir: Path) -> list[dict[st
     for n in sizes:
         name = f"latency-{n}"
         config = bench_config(name, slots=n + 8, bucket=CANDIDATES - n)
-        post = start_posterior_actor(config, out_dir / name)
+        post = start_posterior_actor(config, out_dir / name, job_id=name)
         ray.get(post.ready.remote())
         t0 = time.perf_counter()
         populate(post, n, 8, hours=6, seed=n)
@@ -257,7 +258,7 @@ def bench_ingest(batches: list[int], workers: int, seconds: float,
     for batch in batches:
         name = f"ingest-{batch}"
         config = bench_config(name, slots=workers, bucket=100, thompson_draws=200)
-        post = start_posterior_actor(config, out_dir / name)
+        post = start_posterior_actor(config, out_dir / name, job_id=name)
         ray.get(post.ready.remote())
         feeders = [Feeder.remote(job_namespace(name)) for _ in range(workers)]
         replies = ray.get([post.sample.remote(s, 0, 0) for s in range(workers)])
@@ -333,7 +334,7 @@ def bench_memory(arms: int, hours: int, live: int, out_dir: Path,
                  options: PosteriorActorOptions | None = None) -> dict[str, Any]:
     name = "memory"
     config = bench_config(name, slots=arms, bucket=100)
-    post = start_posterior_actor(config, out_dir / name, options=options)
+    post = start_posterior_actor(config, out_dir / name, job_id=name, options=options)
     ray.get(post.ready.remote())
     base = ray.get(post.status.remote()).extra
     rng = np.random.default_rng(1)

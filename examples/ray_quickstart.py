@@ -34,7 +34,7 @@ def main() -> None:
     args = parser.parse_args()
     config = load_config(args.config)
 
-    def show(p) -> None:  # an HourSummary
+    def show(p) -> None:  # an HourProgress
         print(progress_line(p.hour, p.live_arms, p.accepted, p.rejected, len(p.launched),
                             len(p.stopped), p.recommendation), flush=True)
 

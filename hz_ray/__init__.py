@@ -18,6 +18,8 @@ _EXPORTS = {
     "TuningConfig": "hz_ray.config",
     "run_local": "hz_ray.local",
     "RunResult": "hz_ray.result",
+    "HourProgress": "hz_ray.service.messages",
+    "RunFolder": "hz_ray.run_folder",
     "Optimizer": "hz_ray.optimizer",
     "SimClock": "hz_ray.clock",
     "AcceleratedClock": "hz_ray.clock",

@@ -450,7 +450,8 @@ class Optimizer:
         assert view is not None  # narrowed by snapshot()
         opt = self.config.optimizer
         snapshot = self._fantasized(snapshot, view, live_arms)
-        seed = _derive_seed(opt.seed, view.version, len(view.arm_ids), tuple(live_arms), salt)
+        seed = _derive_seed(opt.seed, view.version, len(view.arm_ids),
+                            self._ordinals(live_arms), salt)
         rng = random.Random(seed)
         arm_X = self.space.encode_many(view.arm_params)
         sources = ["bucket"] * self.bucket.shape[0] + ["arm"] * arm_X.shape[0]
@@ -558,7 +559,7 @@ class Optimizer:
             raise field_error(StateError, "n", n, "an integer >= 1")
         plan = self.plan(live_arms, salt)
         return [s for _, s in plan.choose(n, self.space, seed=plan.seed + 1,
-                                          exclude=self._live_candidates(plan, live_arms))]
+                                          exclude=self.live_candidates(plan, live_arms))]
 
     def contender_shares(self, live_arms: Sequence[str], salt: int = 0) -> dict[str, float]:
         """Live arms' Thompson pick shares, for ``arms.contender_stop_share``.
@@ -607,7 +608,12 @@ class Optimizer:
         picks = (same.to(plan.counts.dtype) * plan.counts.unsqueeze(0)).sum(dim=1)
         return {a: float(picks[i]) / total for i, a in enumerate(ids)}
 
-    def _live_candidates(self, plan: SelectionPlan, live_arms: Sequence[str]) -> list[int]:
+    def _ordinals(self, arm_ids: Sequence[str]) -> tuple[int, ...]:
+        """Registration positions of arms (-1 if unknown): seeds that ignore the job id."""
+        position = {a: i for i, a in enumerate(self.ledger.arms)}
+        return tuple(position.get(a, -1) for a in arm_ids)
+
+    def live_candidates(self, plan: SelectionPlan, live_arms: Sequence[str]) -> list[int]:
         """Indices of candidates whose weights are already live in some slot.
 
         Traffic in proportion to Thompson picks is spread over time (a picked

@@ -7,6 +7,7 @@ and serialise to JSON and Arrow without custom code.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -209,3 +210,48 @@ class InvalidReading:
     arm_id: str
     payload: Mapping[str, object]
     reason: str
+
+
+# ---------------------------------------------------------------------- arm ids
+ARM_ID_RE = re.compile(r"^(?P<job>[A-Za-z0-9_-]+)\.(?P<local>s(?P<slot>\d{2,})-(?P<seq>\d{4,}))$")
+
+
+def arm_id_for(job_id: str, slot: int, seq: int) -> str:
+    """The id of the ``seq``-th arm (0-based) run in ``slot`` of a job.
+
+    One scheme on every driver: ``<job id>.s<slot>-<seq>``, e.g.
+    ``"feed-vm-7f3a.s03-0002"``. Sorting a job's ids groups them by slot, then
+    launch order; the job id keeps jobs on one platform apart.
+
+    Args:
+        job_id: The job's id (:func:`hz_ray.run_folder.new_job_id`).
+        slot: Arm slot index, >= 0.
+        seq: Per-slot arm counter, >= 0.
+
+    Returns:
+        The arm id.
+    """
+    if not isinstance(job_id, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", job_id):
+        raise field_error(InputDataError, "job_id", job_id, "letters, digits, '_' and '-'")
+    for name, value in (("slot", slot), ("seq", seq)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise field_error(InputDataError, name, value, "an integer >= 0")
+    return f"{job_id}.s{slot:02d}-{seq:04d}"
+
+
+def parse_arm_id(arm_id: str) -> tuple[str, int, int] | None:
+    """Return ``(job_id, slot, seq)`` of an id made by :func:`arm_id_for`, else ``None``."""
+    match = ARM_ID_RE.match(arm_id) if isinstance(arm_id, str) else None
+    if match is None:
+        return None
+    return match.group("job"), int(match.group("slot")), int(match.group("seq"))
+
+
+def arm_key_in_job(arm_id: str) -> str:
+    """The part of an arm id that names the arm within its job (``"s03-0012"``).
+
+    Simulated platforms seed an arm's noise with it, so the same seed gives the
+    same job whatever the job's random id. Ids of another scheme come back whole.
+    """
+    match = ARM_ID_RE.match(arm_id) if isinstance(arm_id, str) else None
+    return arm_id if match is None else match.group("local")

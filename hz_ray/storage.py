@@ -21,30 +21,38 @@ column                type       meaning
 ``seq``               int64      Event number, 0, 1, 2, ... in append order; unique and
                                  increasing within a log, also across restarts.
 ``wall_time_s``       float64    Wall-clock time of the append, seconds since the Unix epoch.
-``kind``              string     ``arm_registered``, ``delta_accepted``, ``delta_rejected``,
-                                 ``arm_retired`` or ``suggestion``.
+``kind``              string     ``job_started``, ``arm_registered``, ``arm_state``,
+                                 ``delta_accepted``, ``delta_rejected``, ``arm_retired``,
+                                 ``suggestion`` or ``recommendation``.
 ``arm_id``            string     The arm. Null only for a rejected raw payload without a usable
                                  ``arm_id``.
 ``metric``            string     Metric name (``delta_*`` events).
 ``hour``              int64      Job hour: of the delta (``delta_*``), of registration
-                                 (``arm_registered``) or retirement (``arm_retired``); nullable.
-``mean``              float64    Relative delta of the hour, ``X(w)/X(w0) - 1`` (0.01 = +1%).
+                                 (``arm_registered``), of a state change (``arm_state``), of
+                                 retirement (``arm_retired``) or of a readout
+                                 (``recommendation``); nullable.
+``mean``              float64    Relative delta of the hour, ``X(w)/X(w0) - 1`` (0.01 = +1%);
+                                 for ``recommendation``, the objective's posterior mean.
 ``var``               float64    Variance of ``mean`` by the delta method, (relative delta)^2;
                                  null when the platform reported no group variances.
 ``n``                 int64      Test-group unit count of the hour (the aggregation weight).
 ``params_json``       string     The arm's weights as a JSON object ``{"name": value}``
-                                 (``arm_registered``, ``suggestion``).
+                                 (``arm_registered``, ``suggestion``, ``recommendation``).
 ``reason``            string     Why a record was rejected or an arm retired.
-``payload_json``      string     ``delta_rejected`` only: the raw input of a record that could
+``payload_json``      string     ``delta_rejected``: the raw input of a record that could
                                  not even become a delta (e.g. a reading with NaN), as strict
                                  JSON; non-finite numbers are written as the strings ``"nan"``,
-                                 ``"inf"``, ``"-inf"``.
+                                 ``"inf"``, ``"-inf"``. ``job_started``: the job's id, config
+                                 (as loaded) and fingerprint. ``recommendation``: the whole
+                                 readout (bound, P(feasible), per-metric posteriors).
 ``model_version``     int64      ``suggestion`` only: the ledger version of the posterior
                                  snapshot the suggestion was drawn from.
 ``control_var``       float64    ``delta_*``: the part of ``var`` due to the control group's
                                  sampling error, shared by every arm of the hour; null when
                                  unknown. Logs written before this column (schema version 1)
                                  are read with nulls here.
+``state``             string     ``arm_state`` only: the arm's new state (``live``, ...).
+                                 Parts of schema versions 1 and 2 are read with nulls here.
 ====================  =========  ==============================================================
 
 Read a log with any Parquet reader, e.g. ``pyarrow.dataset.dataset(dir)`` or
@@ -76,18 +84,20 @@ import pyarrow.parquet as pq
 
 from hz_ray.errors import InputDataError, StateError, field_error
 from hz_ray.ledger import Ledger
-from hz_ray.records import HourlyDelta
+from hz_ray.records import ArmEstimate, HourlyDelta, MetricPosterior, Recommendation
 
 __all__ = [
     "EVENT_KINDS",
     "EVENT_SCHEMA",
     "EventLog",
     "load_checkpoint",
+    "recommendation_from_event",
     "replay_into",
     "save_checkpoint",
 ]
 
-EVENT_KINDS = ("arm_registered", "delta_accepted", "delta_rejected", "arm_retired", "suggestion")
+EVENT_KINDS = ("job_started", "arm_registered", "arm_state", "delta_accepted", "delta_rejected",
+               "arm_retired", "suggestion", "recommendation")
 
 EVENT_SCHEMA = pa.schema(
     [
@@ -105,11 +115,14 @@ EVENT_SCHEMA = pa.schema(
         pa.field("payload_json", pa.string()),
         pa.field("model_version", pa.int64()),
         pa.field("control_var", pa.float64()),
+        pa.field("state", pa.string()),
     ],
-    metadata={"hz_ray.event_log.schema_version": "2"},
+    metadata={"hz_ray.event_log.schema_version": "3"},
 )
-# Version 1 lacked ``control_var`` (the last column); its parts are read with nulls there.
-_SCHEMA_V1 = pa.schema([EVENT_SCHEMA.field(name) for name in EVENT_SCHEMA.names[:-1]])
+# Older versions lacked trailing columns: version 1 ``control_var`` and ``state``, version 2
+# ``state``. Their parts are read with nulls there.
+_OLDER_SCHEMAS = tuple(pa.schema([EVENT_SCHEMA.field(name) for name in EVENT_SCHEMA.names[:k]])
+                       for k in (len(EVENT_SCHEMA.names) - 2, len(EVENT_SCHEMA.names) - 1))
 
 # Column names in schema order, computed once: iterating the pyarrow schema per
 # event cost ~40 us and bounded the central actor's ingest rate.
@@ -326,6 +339,27 @@ class EventLog:
             model_version=_optional_int("model_version", model_version),
         )
 
+    def append_job_started(self, job_id: str, payload: Mapping[str, Any]) -> int:
+        """Log the start (or a resume) of a job: its id, config and fingerprint."""
+        return self._append("job_started", arm_id=_text("job_id", job_id),
+                            payload_json=json.dumps(_plain(dict(payload)), sort_keys=True))
+
+    def append_arm_state(self, arm_id: str, state: str, hour: int | None = None,
+                         reason: str | None = None) -> int:
+        """Log an arm's change of state (e.g. ``live`` once the platform launched it)."""
+        return self._append("arm_state", arm_id=_text("arm_id", arm_id),
+                            state=_text("state", state), hour=_optional_int("hour", hour),
+                            reason=reason)
+
+    def append_recommendation(self, hour: int, recommendation: Recommendation) -> int:
+        """Log the readout after job ``hour``; :func:`recommendation_from_event` reads it."""
+        payload = dataclasses.asdict(recommendation)
+        return self._append(
+            "recommendation", arm_id=_text("arm_id", recommendation.arm_id),
+            hour=_optional_int("hour", hour), mean=float(recommendation.objective_mean),
+            params_json=_params_json(recommendation.params),
+            payload_json=json.dumps(_plain(payload), sort_keys=True))
+
     # ------------------------------------------------------------------ flush
     def flush(self) -> Path | None:
         """Write the buffered events as one new part file, atomically.
@@ -418,9 +452,11 @@ def _read_part(path: Path, columns: list[str] | None = None) -> pa.Table:
         ) from exc
     expected = EVENT_SCHEMA if columns is None else pa.schema(
         [EVENT_SCHEMA.field(name) for name in columns])
-    if columns is None and table.schema.equals(_SCHEMA_V1, check_metadata=False):
-        table = table.append_column(EVENT_SCHEMA.field("control_var"),
-                                    pa.nulls(len(table), pa.float64()))
+    if columns is None and any(table.schema.equals(old, check_metadata=False)
+                               for old in _OLDER_SCHEMAS):
+        for name in EVENT_SCHEMA.names[len(table.schema.names):]:
+            column = EVENT_SCHEMA.field(name)
+            table = table.append_column(column, pa.nulls(len(table), column.type))
     if not table.schema.equals(expected, check_metadata=False):
         raise StateError(
             f"Event log part {str(path)!r} has schema {table.schema} instead of EVENT_SCHEMA.",
@@ -500,6 +536,26 @@ def _apply_event(ledger: Ledger, event: Mapping[str, Any]) -> None:
             f"Event seq {seq} ({kind}) cannot be applied: {exc}",
             "The checkpoint and the log disagree; replay the whole log into a fresh ledger.",
         ) from exc
+
+
+def recommendation_from_event(event: Mapping[str, Any]) -> Recommendation:
+    """The :class:`Recommendation` of a ``recommendation`` event (as a dict row).
+
+    Raises:
+        StateError: The row is not a readable ``recommendation`` event.
+    """
+    try:
+        raw = json.loads(event["payload_json"])
+        return Recommendation(
+            arm_id=raw["arm_id"], params={k: float(v) for k, v in raw["params"].items()},
+            objective_mean=float(raw["objective_mean"]),
+            objective_lcb=float(raw["objective_lcb"]), p_feasible=float(raw["p_feasible"]),
+            metrics={k: MetricPosterior(float(v["mean"]), float(v["sd"]))
+                     for k, v in raw["metrics"].items()},
+            observed={k: ArmEstimate(**v) for k, v in raw["observed"].items()})
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StateError(f"Event seq {event.get('seq')} is not a readable recommendation: "
+                         f"{exc!r}", "The event log is damaged.") from exc
 
 
 # ------------------------------------------------------------------ checkpoints

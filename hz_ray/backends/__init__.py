@@ -1,48 +1,42 @@
-"""Arm backends: the port to an experiment platform, and simulated platforms behind it.
+"""Arm backends: the port to an experiment platform.
 
 - :class:`ArmBackend` / :class:`GroundTruth`: the protocols (``base.py``).
-- :class:`SimulatedBackend`: a simulated A/B platform over a :class:`World`,
-  with seasonality, shocks, sampling noise, delays and other realism
-  (:class:`RealismConfig`).
+- :class:`FileDropBackend`: a real-platform adapter through a shared folder.
 - :class:`RecordedBackend`: replays recorded :class:`Publication` s.
-- Worlds: :class:`SmoothWorld`, :class:`ValueModelWorld`,
-  :class:`TestFunctionWorld`, :func:`paper_world`; :func:`make_world` by name;
-  :func:`find_optimum` for the true feasible optimum.
+- :func:`build_backend` (``factory.py``): the backend a config names.
+
+The simulated platforms live in :mod:`hz_ray.sim`; their names are re-exported
+here lazily (PEP 562), so importing the protocol loads no simulator.
 """
 
 from __future__ import annotations
 
-from hz_ray.backends.base import ArmBackend, GroundTruth
-from hz_ray.backends.optimum import Optimum, find_optimum
-from hz_ray.backends.realism import RealismConfig
-from hz_ray.backends.recorded import Publication, RecordedBackend
-from hz_ray.backends.simulated import SimulatedBackend
-from hz_ray.backends.worlds import (
-    WORLD_NAMES,
-    BenchmarkProblem,
-    SmoothWorld,
-    TestFunctionWorld,
-    ValueModelWorld,
-    World,
-    make_world,
-    paper_world,
-)
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "WORLD_NAMES",
-    "ArmBackend",
-    "BenchmarkProblem",
-    "GroundTruth",
-    "Optimum",
-    "Publication",
-    "RealismConfig",
-    "RecordedBackend",
-    "SimulatedBackend",
-    "SmoothWorld",
-    "TestFunctionWorld",
-    "ValueModelWorld",
-    "World",
-    "find_optimum",
-    "make_world",
-    "paper_world",
+from hz_ray.backends.base import ArmBackend, GroundTruth
+from hz_ray.backends.recorded import Publication, RecordedBackend, RecordedFactory
+
+_SIMULATED = ("WORLD_NAMES", "BenchmarkProblem", "Optimum", "RealismConfig", "SimulatedBackend",
+              "SimulatedFactory", "SmoothWorld", "TestFunctionWorld", "ValueModelWorld", "World",
+              "find_optimum", "make_world", "paper_world")
+_LAZY = {"FileDropBackend": "hz_ray.backends.file_drop", "build_backend": "hz_ray.backends.factory",
+         **dict.fromkeys(_SIMULATED, "hz_ray.sim")}
+
+__all__ = [  # noqa: RUF022 - the eager names first, then the lazy ones
+    "ArmBackend", "GroundTruth", "Publication", "RecordedBackend", "RecordedFactory",
+    "FileDropBackend", "build_backend", *_SIMULATED,
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hz_ray.backends' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

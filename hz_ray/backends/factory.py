@@ -62,7 +62,7 @@ def build_backend(spec: BackendSpec, clock: Clock, seed: int = 0) -> ArmBackend:
 
 
 def _simulated(world_name: str, kwargs: dict[str, Any], clock: Clock, seed: int) -> ArmBackend:
-    from hz_ray.backends import RealismConfig, SimulatedBackend, make_world
+    from hz_ray.sim import RealismConfig, SimulatedBackend, make_world
 
     unknown = sorted(set(kwargs) - set(SIMULATED_KWARGS))
     if unknown:

@@ -137,3 +137,18 @@ class RecordedBackend:
     def arm_ids(self) -> tuple[str, ...]:
         """Arms launched so far, in launch order."""
         return tuple(self._launched)
+
+
+@dataclass(frozen=True)
+class RecordedFactory:
+    """Builds a :class:`RecordedBackend` replaying fixed publications (picklable).
+
+    Attributes:
+        publications: The recording.
+    """
+
+    publications: tuple[Publication, ...]
+
+    def __call__(self, clock: Clock) -> RecordedBackend:
+        """Build the backend on ``clock``."""
+        return RecordedBackend(self.publications, clock)

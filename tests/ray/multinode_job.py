@@ -20,8 +20,8 @@ from ray.cluster_utils import Cluster  # noqa: E402
 
 from actors.driver import RayDriver  # noqa: E402
 from actors.options import ArmWorkerOptions  # noqa: E402
-from actors.testing import SimulatedFactory  # noqa: E402
-from tests.ray.support import world_config  # noqa: E402
+from hz_ray.sim import SimulatedFactory  # noqa: E402
+from tests.support import world_config  # noqa: E402
 
 
 def main() -> int:

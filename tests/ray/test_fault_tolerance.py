@@ -12,10 +12,12 @@ import ray
 
 from actors.arm_worker import RunnerSettings
 from actors.driver import RayDriver
-from actors.testing import SharedPlatformFactory, SimulatedFactory, start_platform, wait_for
+from actors.testing import SharedPlatformFactory, start_platform
 from hz_ray.delta import aggregate, reading_to_delta
+from hz_ray.sim import SimulatedFactory
 from hz_ray.storage import EventLog
-from tests.ray.support import world_config
+from hz_ray.testing import wait_for
+from tests.support import world_config
 
 HOURS = 22
 SECONDS_PER_HOUR = 0.8

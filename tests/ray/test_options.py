@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from actors.messages import arm_id_for, parse_arm_id
 from actors.options import (
     HEAD_NODE_RESOURCE,
     ArmWorkerOptions,
@@ -12,6 +11,7 @@ from actors.options import (
     job_namespace,
 )
 from hz_ray.errors import ConfigError, InputDataError
+from hz_ray.records import arm_id_for, parse_arm_id
 
 
 def test_posterior_options_make_a_restartable_threaded_actor_on_the_head_node():
@@ -33,9 +33,11 @@ def test_worker_options_need_no_cpu_and_spread():
 
 
 def test_arm_ids_and_namespaces():
-    assert arm_id_for(3, 12) == "s03-0012"
-    assert parse_arm_id("s03-0012") == (3, 12)
-    assert parse_arm_id("arm-0001") is None
-    assert job_namespace("feed-vm") == "hz-ray-feed-vm"
+    assert arm_id_for("feed-vm-7f3a", 3, 12) == "feed-vm-7f3a.s03-0012"
+    assert parse_arm_id("feed-vm-7f3a.s03-0012") == ("feed-vm-7f3a", 3, 12)
+    assert parse_arm_id("s03-0012") is None and parse_arm_id("arm-0001") is None
+    assert job_namespace("feed-vm-7f3a") == "hz-ray-feed-vm-7f3a"
     with pytest.raises(InputDataError):
-        arm_id_for(-1, 0)
+        arm_id_for("feed-vm", -1, 0)
+    with pytest.raises(InputDataError, match="job_id"):
+        arm_id_for("feed vm/1", 0, 0)

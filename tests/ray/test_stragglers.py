@@ -9,8 +9,9 @@ import ray
 
 from actors.driver import RayDriver
 from actors.options import POSTERIOR_ACTOR_NAME, job_namespace
-from actors.testing import SimulatedFactory, StragglerFactory, percentile
-from tests.ray.support import world_config
+from hz_ray.sim import SimulatedFactory
+from hz_ray.testing import StragglerFactory, percentile
+from tests.support import world_config
 
 HOURS, MAX_HOURS, SECONDS_PER_HOUR = 12, 3, 0.5
 
@@ -26,7 +27,7 @@ def test_stragglers_do_not_slow_the_other_slots(ray_session, tmp_path):
         driver.start()
         run = driver.run(HOURS)
         # tools find the job's central actor by name, and scrape its metrics on loopback
-        found = ray.get_actor(POSTERIOR_ACTOR_NAME, namespace=job_namespace(config.name))
+        found = ray.get_actor(POSTERIOR_ACTOR_NAME, namespace=job_namespace(driver.job_id))
         url = ray.get(found.status.remote()).metrics_url
         assert url.startswith("http://127.0.0.1:")
         scraped = urllib.request.urlopen(url, timeout=10).read().decode()

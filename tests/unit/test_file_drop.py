@@ -11,7 +11,7 @@ from hz_ray.backends.file_drop import FileDropBackend
 from hz_ray.clock import SimClock
 from hz_ray.config import load_config
 from hz_ray.local import run_local
-from hz_ray.records import HourlyReading, InvalidReading
+from hz_ray.records import HourlyReading, InvalidReading, arm_id_for
 from tests.conftest import small_config_mapping
 
 
@@ -62,15 +62,17 @@ def test_run_local_over_a_file_drop_logs_rejections_and_learns(tmp_path):
     config = load_config(raw)
     backend = FileDropBackend(tmp_path / "platform")
     rows = []
-    for arm, lift in (("arm-0000", 0.02), ("arm-0001", -0.01)):
+    first, second = arm_id_for("fd-0001", 0, 0), arm_id_for("fd-0001", 1, 0)
+    for arm, lift in ((first, 0.02), (second, -0.01)):
         for hour in range(4):
             rows.append(row(arm, hour, "views", 2.0 * (1 + lift)))
             rows.append(row(arm, hour, "likes", 1.0, control_mean=1.0))
-    rows.append(row("arm-0000", 4, "views", float("inf")))
+    rows.append(row(first, 4, "views", float("inf")))
     drop_rows(backend.readings, "export.parquet", rows)
-    result = run_local(config, backend, clock=SimClock(), hours=5, run_dir=tmp_path / "run")
-    assert result.arms["arm-0000"].estimates["views"].mean > 0.015
-    assert result.arms["arm-0001"].estimates["views"].mean < -0.005
+    result = run_local(config, backend, clock=SimClock(), hours=5, run_dir=tmp_path / "run",
+                       job_id="fd-0001")
+    assert result.arms[first].estimates["views"].mean > 0.015
+    assert result.arms[second].estimates["views"].mean < -0.005
     assert result.rejected == 1
     log = pq.read_table(result.log_path).to_pylist()
     rejected = [e for e in log if e["kind"] == "delta_rejected"]

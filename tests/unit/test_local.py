@@ -11,6 +11,7 @@ from hz_ray.backends import SimulatedBackend, make_world
 from hz_ray.clock import SimClock
 from hz_ray.config import config_from_mapping
 from hz_ray.local import run_local
+from hz_ray.records import arm_key_in_job
 
 HOURS = 16
 
@@ -35,8 +36,10 @@ def run(tmp_path, name, hours=HOURS, resume=False, clock=None, backend=None, see
 
 
 def comparable(result):
-    return ([(h, r.arm_id, round(r.objective_mean, 12)) for h, r in result.recommendations],
-            {a: dict(s.params) for a, s in result.arms.items()})
+    """The run without its job id (arm ids differ only by it from run to run)."""
+    return ([(h, arm_key_in_job(r.arm_id), r.objective_mean) for h, r in result.recommendations],
+            {arm_key_in_job(a): (dict(s.params), s.launched_hour, s.stopped_hour, s.stop_reason)
+             for a, s in result.arms.items()})
 
 
 def test_same_seed_same_result_and_the_log_holds_every_record(tmp_path):

@@ -49,7 +49,7 @@ def test_schema_columns_types_and_docs():
         "arm_id": pa.string(), "metric": pa.string(), "hour": pa.int64(),
         "mean": pa.float64(), "var": pa.float64(), "n": pa.int64(),
         "params_json": pa.string(), "reason": pa.string(), "payload_json": pa.string(),
-        "model_version": pa.int64(), "control_var": pa.float64(),
+        "model_version": pa.int64(), "control_var": pa.float64(), "state": pa.string(),
     }
     assert {f.name: f.type for f in EVENT_SCHEMA} == expected
     assert [f.name for f in EVENT_SCHEMA if not f.nullable] == ["seq", "wall_time_s", "kind"]
@@ -97,7 +97,7 @@ def test_read_filters_orders_and_includes_the_buffer(tmp_path):
         "seq": 5, "wall_time_s": events[0]["wall_time_s"], "kind": "suggestion",
         "arm_id": "b", "metric": None, "hour": None, "mean": None, "var": None, "n": None,
         "params_json": '{"w": 2.0}', "reason": None, "payload_json": None, "model_version": 7,
-        "control_var": None,
+        "control_var": None, "state": None,
     }]
     with pytest.raises(InputDataError, match="'since_seq'"):
         log.read(since_seq=-2)
@@ -362,8 +362,10 @@ def test_damaged_checkpoint_raises(tmp_path, text):
 
 
 
-def test_a_version_1_log_without_control_var_replays(tmp_path):
-    """Parts written before the control_var column are read with nulls there."""
+@pytest.mark.parametrize("dropped", [("control_var", "state"), ("state",)],
+                         ids=["version 1", "version 2"])
+def test_older_logs_without_the_newer_columns_replay(tmp_path, dropped):
+    """Parts written before control_var (v1) or state (v2) are read with nulls there."""
     import pyarrow.parquet as pq
 
     log = EventLog(tmp_path / "new")
@@ -374,10 +376,14 @@ def test_a_version_1_log_without_control_var_replays(tmp_path):
     old_dir = tmp_path / "old"
     old_dir.mkdir()
     for part in (tmp_path / "new").glob("part-*.parquet"):
-        table = pq.read_table(part).drop_columns(["control_var"])
+        table = pq.read_table(part).drop_columns(list(dropped))
         pq.write_table(table, old_dir / part.name)
     old = EventLog(old_dir)
     assert old.read().schema.equals(EVENT_SCHEMA)
+    assert old.read()["state"].null_count == 4
+    if "control_var" not in dropped:
+        assert old.read()["control_var"].to_pylist() == [None, 4e-5, 4e-5, 4e-5]
+        return
     assert old.read()["control_var"].null_count == 4
     ledger = Ledger(["views"], var_floor=1e-6)
     replay_into(ledger, old)
@@ -386,3 +392,25 @@ def test_a_version_1_log_without_control_var_replays(tmp_path):
     replay_into(ledger_new, EventLog(tmp_path / "new"))
     assert [x.control_var for x in ledger_new.deltas("a", "views")] == [4e-5] * 3
     assert ledger_new.estimates("a") == ledger.estimates("a")
+
+
+def test_job_recommendation_and_arm_state_events_round_trip(tmp_path):
+    from hz_ray.records import ArmEstimate, MetricPosterior, Recommendation
+    from hz_ray.storage import recommendation_from_event
+
+    rec = Recommendation("job-1.s00-0002", {"w": 1.5}, 0.012, 0.004, 0.97,
+                         {"views": MetricPosterior(0.012, 0.005)},
+                         {"views": ArmEstimate(0.011, 0.004, 9000, 6)})
+    log = EventLog(tmp_path)
+    log.append_job_started("job-1", {"config": {"name": "job"}, "restored": False})
+    log.append_arm_state("job-1.s00-0002", "live", 3)
+    log.append_recommendation(7, rec)
+    log.flush()
+    events = list(EventLog(tmp_path).iter_events())
+    assert [e["kind"] for e in events] == ["job_started", "arm_state", "recommendation"]
+    assert json.loads(events[0]["payload_json"])["config"] == {"name": "job"}
+    assert (events[1]["state"], events[1]["hour"]) == ("live", 3)
+    assert events[2]["hour"] == 7 and events[2]["mean"] == 0.012
+    assert recommendation_from_event(events[2]) == rec
+    with pytest.raises(StateError, match="recommendation"):
+        recommendation_from_event({**events[2], "payload_json": "{}"})

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from hz_ray.backends.realism import rng_for
-from hz_ray.backends.world_base import BenchmarkProblem, World
 from hz_ray.errors import ConfigError, field_error
+from hz_ray.sim.realism import rng_for
+from hz_ray.sim.world_base import BenchmarkProblem, World
 
 _PARAMS = ("w_click", "w_like", "w_share", "w_follow", "w_watch")
 _METRICS = ("views", "likes", "shares", "follows", "watch_time")

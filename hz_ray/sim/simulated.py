@@ -15,7 +15,7 @@ is called, and every arm of an hour shares the same control reading.
 Timing: an arm launched at job hour ``t`` has hours ``h >= ceil(t)`` until it
 is stopped (the hour in progress at ``stop`` is dropped); hour ``h`` is
 complete at ``h + 1`` and published at ``h + 1 + reporting_delay_hours`` plus
-any extra lag from :class:`~hz_ray.backends.realism.RealismConfig`.
+any extra lag from :class:`~hz_ray.sim.realism.RealismConfig`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,11 @@ from typing import Mapping
 
 import numpy as np
 
-from hz_ray.backends.realism import (
+from hz_ray.backends.recorded import Publication, check_arm_id, check_since_hour
+from hz_ray.clock import Clock
+from hz_ray.errors import ConfigError, InputDataError, StateError, field_error
+from hz_ray.records import CONTROL_ARM_ID, GroupStats, HourlyReading, arm_key_in_job
+from hz_ray.sim.realism import (
     TAG_ARM,
     TAG_GROUP,
     TAG_PUBLISH,
@@ -39,11 +43,7 @@ from hz_ray.backends.realism import (
     rng_for,
     stable_id,
 )
-from hz_ray.backends.recorded import Publication, check_arm_id, check_since_hour
-from hz_ray.backends.world_base import World
-from hz_ray.clock import Clock
-from hz_ray.errors import ConfigError, InputDataError, StateError, field_error
-from hz_ray.records import CONTROL_ARM_ID, GroupStats, HourlyReading
+from hz_ray.sim.world_base import World
 
 _EPS = 1e-9
 
@@ -91,7 +91,7 @@ class SimulatedBackend:
 
     Example:
         >>> from hz_ray.clock import SimClock
-        >>> from hz_ray.backends.smooth_world import SmoothWorld
+        >>> from hz_ray.sim.smooth_world import SmoothWorld
         >>> clock = SimClock()
         >>> backend = SimulatedBackend(SmoothWorld(), clock, seed=0)
         >>> backend.launch("arm-1", {"w_click": 2.0, "w_like": 1.0, "w_share": 1.0,
@@ -106,7 +106,7 @@ class SimulatedBackend:
                  realism: RealismConfig | None = None) -> None:
         if not isinstance(world, World):
             raise field_error(ConfigError, "world", type(world).__name__, "a World instance",
-                              "Build one with hz_ray.backends.make_world(name, seed).")
+                              "Build one with hz_ray.sim.make_world(name, seed).")
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
             raise field_error(ConfigError, "seed", seed, "an integer >= 0")
         for name, value in (("traffic_per_arm", traffic_per_arm),
@@ -170,7 +170,7 @@ class SimulatedBackend:
                 raise field_error(StateError, "arm_id", arm_id, "a new arm id",
                                   "Arm ids are single-use; launch a new id for new params.")
             now = self.clock.now_hours()
-            words = stable_id(arm_id)
+            words = stable_id(arm_key_in_job(arm_id))
             straggler = rng_for(self.seed, TAG_ARM, *words).random() \
                 < self.realism.straggler_fraction
             deltas = self.world.true_deltas(clean)

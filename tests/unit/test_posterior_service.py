@@ -1,4 +1,4 @@
-"""The central actor's logic, driven directly (no Ray cluster)."""
+"""The posterior service (the central actor's logic), driven directly: no Ray."""
 
 from __future__ import annotations
 
@@ -8,12 +8,18 @@ import time
 
 import pytest
 
-from actors.messages import FeedRejectionRecord, Report
-from actors.posterior_service import PosteriorService
 from hz_ray.errors import InputDataError, StateError
-from hz_ray.records import HourlyDelta
+from hz_ray.records import HourlyDelta, arm_id_for
+from hz_ray.service.messages import FeedRejectionRecord, Report
+from hz_ray.service.posterior import PosteriorService
 from hz_ray.storage import EventLog
-from tests.ray.support import two_metric_config
+from tests.support import two_metric_config
+
+JOB = "svc-0001"
+
+
+def aid(slot: int, seq: int) -> str:
+    return arm_id_for(JOB, slot, seq)
 
 
 @pytest.fixture
@@ -23,7 +29,7 @@ def config():
 
 @pytest.fixture
 def service(config, tmp_path):
-    svc = PosteriorService(config, tmp_path, background=False)
+    svc = PosteriorService(config, tmp_path, job_id=JOB, background=False)
     yield svc
     svc.close()
 
@@ -62,7 +68,7 @@ def test_conflicts_and_bad_records_are_quarantined_once(service):
 
 def test_sample_is_idempotent_per_slot_and_seq(service):
     first = service.sample(1, 0, hour=0)
-    assert first.arm_id == "s01-0000"
+    assert first.arm_id == aid(1, 0)
     assert service.sample(1, 0, hour=5) == first  # a retried request returns the same arm
     with pytest.raises(StateError, match="retire"):
         service.sample(1, 1, hour=1)  # the slot's arm is still live
@@ -71,7 +77,7 @@ def test_sample_is_idempotent_per_slot_and_seq(service):
     with pytest.raises(StateError, match="seq"):
         service.sample(1, 3, hour=4)
     second = service.sample(1, 1, hour=4)
-    assert second.arm_id == "s01-0001"
+    assert second.arm_id == aid(1, 1)
     state = service.slot_state(1)
     assert state.next_seq == 2 and state.live.arm_id == second.arm_id
     with pytest.raises(InputDataError):
@@ -91,19 +97,19 @@ def test_samples_never_wait_for_a_refit(service):
     time.sleep(0.05)
     try:
         started = time.perf_counter()
-        service.report(Report(0, 1, "s00-0000", deltas("s00-0000", range(2))))
-        service.retire(0, "s00-0000", "max_hours", 1)
+        service.report(Report(0, 1, aid(0, 0), deltas(aid(0, 0), range(2))))
+        service.retire(0, aid(0, 0), "max_hours", 1)
         reply = service.sample(0, 1, hour=1)
         elapsed = time.perf_counter() - started
     finally:
         release.set()
         holder.join()
-    assert reply.arm_id == "s00-0001"
+    assert reply.arm_id == aid(0, 1)
     assert elapsed < 1.0
 
 
 def test_restart_rebuilds_from_checkpoint_and_log(config, tmp_path):
-    svc = PosteriorService(config, tmp_path, background=False)
+    svc = PosteriorService(config, tmp_path, job_id=JOB, background=False)
     a = svc.sample(0, 0, hour=0)
     b = svc.sample(1, 0, hour=0)
     svc.report(Report(0, 2, a.arm_id, deltas(a.arm_id, range(2))))
@@ -118,8 +124,8 @@ def test_restart_rebuilds_from_checkpoint_and_log(config, tmp_path):
     svc.close()  # (a crash loses only unacknowledged work; everything above was acked)
 
     with pytest.raises(StateError, match="resume"):
-        PosteriorService(config, tmp_path, background=False)
-    again = PosteriorService(config, tmp_path, restore=True, background=False)
+        PosteriorService(config, tmp_path, job_id=JOB, background=False)
+    again = PosteriorService(config, tmp_path, job_id=JOB, restore=True, background=False)
     try:
         assert again.restored
         assert again.ledger_state() == before
@@ -142,7 +148,7 @@ def test_status_and_readout_before_data(service):
     status = service.status()
     assert status.posterior_version == 0 and status.refreshes == 1
     assert service.recommend().is_control
-    summary = service.hour_summary(0)
+    summary = service.hour_progress(0)
     assert summary.live_arms == 0 and summary.recommendation.is_control
     assert dataclasses.asdict(status)["extra"]["rss_bytes"] > 0
 

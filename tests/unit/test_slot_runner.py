@@ -10,20 +10,27 @@ import time
 
 import pytest
 
-from actors.arm_worker import ArmSlotRunner, RunnerSettings
-from actors.posterior_service import PosteriorService
-from actors.testing import FlakyBackend
 from hz_ray.backends.recorded import RecordedBackend
 from hz_ray.clock import AcceleratedClock
-from tests.ray.support import canonical_publications, renamed, two_metric_config
+from hz_ray.records import arm_id_for
+from hz_ray.service.posterior import PosteriorService
+from hz_ray.service.slot import ArmSlotRunner, RunnerSettings
+from hz_ray.testing import FlakyBackend
+from tests.support import canonical_publications, two_metric_config, with_arm_ids
+
+JOB = "runner-0001"
 
 FAST = RunnerSettings(poll_interval_hours=0.25, initial_backoff_s=0.001, max_backoff_s=0.01,
                       backend_attempts=3, fetch_failures_to_give_up=3)
 
 
-def test_arm_worker_module_imports_no_torch():
-    code = ("import sys, actors.arm_worker, actors.posterior, actors.driver, actors.testing; "
-            "import hz_ray.backends; "
+def aid(seq: int) -> str:
+    return arm_id_for(JOB, 0, seq)
+
+
+def test_slot_and_worker_modules_import_no_torch():
+    code = ("import sys, hz_ray.service.slot, hz_ray.testing, hz_ray.backends; "
+            "import actors.arm_worker, actors.posterior, actors.driver, actors.testing; "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=120)
@@ -33,23 +40,23 @@ def test_arm_worker_module_imports_no_torch():
 @pytest.fixture
 def setup(tmp_path):
     config = two_metric_config("runner", slots=1, max_hours=3)
-    service = PosteriorService(config, tmp_path, background=False)
+    service = PosteriorService(config, tmp_path, job_id=JOB, background=False)
     clock = AcceleratedClock(0.12, time.time() + 0.05)
-    pubs = renamed(canonical_publications(1, 3, 12), lambda s, q: f"s{s:02d}-{q:04d}")
+    pubs = with_arm_ids(canonical_publications(1, 3, 12), lambda s, q: arm_id_for(JOB, s, q))
     yield config, service, clock, RecordedBackend(pubs, clock)
     service.close()
 
 
 def test_backend_failures_are_retried_then_the_slot_moves_on(setup):
     config, service, clock, recorded = setup
-    backend = FlakyBackend(recorded, {("launch", "s00-0000"): 2,          # retried, then fine
-                                      ("fetch", "s00-0001"): math.inf})   # broken for good
+    backend = FlakyBackend(recorded, {("launch", aid(0)): 2,          # retried, then fine
+                                      ("fetch", aid(1)): math.inf})   # broken for good
     runner = ArmSlotRunner(0, service, backend, clock, config.arms, config.metrics, FAST)
     stats = runner.run(8)
     reasons = {arm: reason for arm, _, _, reason in stats.arms}
-    assert reasons["s00-0000"] == "max_hours"
-    assert reasons["s00-0001"] == "backend_error"  # stopped after 3 failed polls
-    assert "s00-0002" in reasons  # the slot moved on
+    assert reasons[aid(0)] == "max_hours"
+    assert reasons[aid(1)] == "backend_error"  # stopped after 3 failed polls
+    assert aid(2) in reasons  # the slot moved on
     assert stats.backend_errors >= 5
     assert service.slot_state(0).arms[1].stop_reason == "backend_error"
     assert service.status().num_records > 0
@@ -64,15 +71,15 @@ def test_a_restarted_worker_resumes_its_slot(setup):
     first.request_stop()  # the worker process "dies"
     thread.join()
     live = service.slot_state(0).live
-    assert live is not None and live.arm_id == "s00-0001"
+    assert live is not None and live.arm_id == aid(1)
     second = ArmSlotRunner(0, service, recorded, clock, config.arms, config.metrics, FAST)
     stats = second.run(12)
     assert stats.resumed
     arms = [a for a, *_ in stats.arms]
-    assert arms[:2] == ["s00-0001", "s00-0002"]
-    assert [a.arm_id for a in service.slot_state(0).arms] == [f"s00-{i:04d}" for i in range(4)]
+    assert arms[:2] == [aid(1), aid(2)]
+    assert [a.arm_id for a in service.slot_state(0).arms] == [aid(i) for i in range(4)]
     # everything the platform published for the first two arms reached the ledger once
-    published = {(r.arm_id, r.metric, r.hour) for r in recorded.fetch("s00-0001", 0)
+    published = {(r.arm_id, r.metric, r.hour) for r in recorded.fetch(aid(1), 0)
                  if r.metric in config.metrics}
     state = service.ledger_state()["records"]
     got = set(zip(state["arm_id"], state["metric"], state["hour"], strict=True))

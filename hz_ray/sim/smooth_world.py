@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hz_ray.backends.world_base import BenchmarkProblem, World
+from hz_ray.sim.world_base import BenchmarkProblem, World
 
 _PARAMS = ("w_click", "w_like", "w_share", "w_watch")
 _METRICS = ("views", "likes", "shares", "watch_time")

@@ -1,7 +1,8 @@
-"""Wire records between arm workers, the posterior actor and the driver.
+"""What passes between the slot runners, the posterior service and the drivers.
 
 Plain frozen dataclasses of builtins and :mod:`hz_ray.records` types, so they
-pickle cheaply and this module imports no torch (arm workers import it).
+pickle cheaply (the Ray shells send them between processes) and this module
+imports no torch (arm workers import it).
 
 Every request a worker sends is idempotent, so Ray task retries and the
 worker's own retry loop are safe:
@@ -14,38 +15,15 @@ worker's own retry loop are safe:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from hz_ray.errors import InputDataError, field_error
-from hz_ray.records import HourlyDelta, Recommendation
+from hz_ray.records import HourlyDelta, Recommendation, arm_id_for, parse_arm_id
 
-ARM_ID_RE = re.compile(r"^s(\d{2,})-(\d{4,})$")
+__all__ = ["arm_id_for", "parse_arm_id"]  # the arm id scheme, defined in hz_ray.records
+
 STOP_BACKEND_ERROR = "backend_error"
 STOP_LAUNCH_FAILED = "launch_failed"
-
-
-def arm_id_for(slot: int, seq: int) -> str:
-    """The id of the ``seq``-th arm (0-based) run in ``slot``, e.g. ``"s03-0002"``.
-
-    Args:
-        slot: Arm slot index, >= 0.
-        seq: Per-slot arm counter, >= 0.
-
-    Returns:
-        The arm id; sorting ids groups them by slot, then launch order.
-    """
-    for name, value in (("slot", slot), ("seq", seq)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise field_error(InputDataError, name, value, "an integer >= 0")
-    return f"s{slot:02d}-{seq:04d}"
-
-
-def parse_arm_id(arm_id: str) -> tuple[int, int] | None:
-    """Return ``(slot, seq)`` of an id made by :func:`arm_id_for`, else ``None``."""
-    match = ARM_ID_RE.match(arm_id) if isinstance(arm_id, str) else None
-    return None if match is None else (int(match.group(1)), int(match.group(2)))
 
 
 @dataclass(frozen=True)
@@ -72,6 +50,8 @@ class Report:
             ``None`` between arms.
         deltas: New hourly deltas of the slot's arms (live or draining).
         rejections: Readings the worker could not turn into deltas.
+        launched: ``(arm_id, hour)`` of arms the platform accepted (``launch``
+            returned) since the last acknowledged report: they are live.
     """
 
     slot: int
@@ -79,6 +59,7 @@ class Report:
     arm_id: str | None = None
     deltas: tuple[HourlyDelta, ...] = ()
     rejections: tuple[FeedRejectionRecord, ...] = ()
+    launched: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -177,8 +158,8 @@ class SlotState:
 
 
 @dataclass(frozen=True)
-class HourSummary:
-    """One job hour as seen by the central actor (the driver's progress line).
+class HourProgress:
+    """One job hour as seen by the posterior service (every driver's progress record).
 
     Attributes:
         hour: The job hour.
@@ -208,7 +189,7 @@ class ServiceStatus:
     """A snapshot of the central actor for tools and tests.
 
     Attributes:
-        job: Job name.
+        job: The job's id.
         incarnation: Id of this life of the actor (changes on restart).
         pid: Its process id.
         restored: Whether this life rebuilt state from a checkpoint and the log.

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from hz_ray.backends.smooth_world import SmoothWorld
-from hz_ray.backends.test_function_worlds import TEST_FUNCTIONS, TestFunctionWorld, paper_world
-from hz_ray.backends.value_model_world import ValueModelWorld
-from hz_ray.backends.world_base import BenchmarkProblem, World
 from hz_ray.errors import ConfigError, field_error
+from hz_ray.sim.smooth_world import SmoothWorld
+from hz_ray.sim.test_function_worlds import TEST_FUNCTIONS, TestFunctionWorld, paper_world
+from hz_ray.sim.value_model_world import ValueModelWorld
+from hz_ray.sim.world_base import BenchmarkProblem, World
 
 __all__ = [
     "BenchmarkProblem",
@@ -71,4 +71,4 @@ def make_world(name: str, seed: int = 0, **kwargs: Any) -> World:
         raise field_error(ConfigError, f"world {name!r} kwargs", sorted(kwargs),
                           "keyword arguments of the world's constructor", str(exc)) from exc
     raise field_error(ConfigError, "world", name, f"one of {WORLD_NAMES}",
-                      "Register new worlds in hz_ray/backends/worlds.py.")
+                      "Register new worlds in hz_ray/sim/worlds.py.")

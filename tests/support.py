@@ -1,4 +1,4 @@
-"""Shared builders of the Ray-layer tests (plain functions, no fixtures)."""
+"""Shared builders of the service and Ray-layer tests (plain functions, no fixtures)."""
 
 from __future__ import annotations
 
@@ -78,8 +78,8 @@ def canonical_publications(slots: int, max_hours: int, hours: int
     return [(s, q, p) for s, q, p in out if p.publish_hour <= hours - 1]
 
 
-def renamed(items: list[tuple[int, int, Publication]], name) -> tuple[Publication, ...]:
-    """Publications with each arm named ``name(slot, seq)``."""
+def with_arm_ids(items: list[tuple[int, int, Publication]], name) -> tuple[Publication, ...]:
+    """The publications keyed by arm id: each arm named ``name(slot, seq)``."""
     out = []
     for slot, seq, pub in items:
         r = pub.reading

@@ -13,8 +13,8 @@ from typing import Mapping
 
 import numpy as np
 
-from hz_ray.backends.world_base import BenchmarkProblem, World
 from hz_ray.errors import ConfigError, field_error
+from hz_ray.sim.world_base import BenchmarkProblem, World
 
 
 @dataclass(frozen=True)

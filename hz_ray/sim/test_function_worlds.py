@@ -25,9 +25,9 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from hz_ray.backends.realism import rng_for
-from hz_ray.backends.world_base import BenchmarkProblem, World
 from hz_ray.errors import ConfigError, field_error
+from hz_ray.sim.realism import rng_for
+from hz_ray.sim.world_base import BenchmarkProblem, World
 
 MetricFn = Callable[[np.ndarray], np.ndarray]
 
@@ -290,7 +290,7 @@ def paper_world(seed: int = 0, *, dim: int = 6, n_metrics: int = 4, n_constraint
     free extras. Each carries a small smooth GP draw (random Fourier features).
     Guardrails are scaled to read ``-peak_violation`` at the views peak, so they
     bind; views is scaled so that the true feasible optimum (found with
-    :func:`~hz_ray.backends.optimum.find_optimum` at construction, about 0.5 s) is
+    :func:`~hz_ray.sim.optimum.find_optimum` at construction, about 0.5 s) is
     ``target_gain``. Use it with :meth:`RealismConfig.paper` (24-h sinusoid,
     AR(1) shocks, noise ∝ 1/sqrt(N)).
 
@@ -306,7 +306,7 @@ def paper_world(seed: int = 0, *, dim: int = 6, n_metrics: int = 4, n_constraint
     Raises:
         ConfigError: On an out-of-range argument.
     """
-    from hz_ray.backends.optimum import find_optimum
+    from hz_ray.sim.optimum import find_optimum
 
     for name, value, lo, hi in (("seed", seed, 0, 2 ** 63), ("dim", dim, 2, 12),
                                 ("n_metrics", n_metrics, 2, 6),

@@ -1,0 +1,554 @@
+"""One arm slot: sample -> launch -> poll -> report -> decide -> stop -> next.
+
+:class:`ArmSlotRunner` is the slot's whole logic as a plain class (no Ray):
+give it any :class:`PosteriorPort` (the :class:`~hz_ray.service.posterior.PosteriorService`
+itself in process, or the Ray shell's port over an actor handle). Two drivers
+run it:
+
+- :func:`hz_ray.local.run_local` steps every slot through each job hour in a
+  fixed order (:meth:`~ArmSlotRunner.poll`, :meth:`~ArmSlotRunner.send_reports`,
+  :meth:`~ArmSlotRunner.decide`, :meth:`~ArmSlotRunner.try_launch`), so a seed
+  gives the same job bit for bit;
+- :class:`actors.arm_worker.ArmWorker` calls :meth:`~ArmSlotRunner.run`, the
+  same steps on the job clock, one worker process per slot.
+
+This module imports no torch (nor anything that does): a worker process
+stays small, and 64 of them fit on a laptop.
+
+The loop of :meth:`~ArmSlotRunner.run`, on the job clock (an
+:class:`~hz_ray.clock.AcceleratedClock` for simulated worlds, a
+:class:`~hz_ray.clock.WallClock` for a live platform):
+
+1. At each poll (every ``poll_interval_hours``, on a grid offset by a per-slot
+   phase so that many workers do not wake at once) fetch every arm of the slot
+   that may still publish (the live one and stopped ones within
+   ``late_data_hours``) from its cursor, turn readings into deltas with
+   :class:`~hz_ray.arm_feed.ArmFeed`, buffer the ones not yet acknowledged and
+   report them. What is not acknowledged stays buffered and is sent again at
+   the next poll: the loop never blocks on the central service.
+2. At the first poll of each job hour, decide the live arm's lifecycle with
+   :func:`~hz_ray.lifecycle.stop_reason` (its age, its complete hours, and the
+   posterior P(feasible) carried by the ack); if it ends, stop it on the
+   backend at once, retire it centrally, ask for the next sample and launch it
+   (a step the central service cannot answer now is retried at the next poll).
+
+Backend calls are retried with exponential backoff; after repeated failure the
+arm is stopped (best effort), retired with reason ``"backend_error"`` (or
+``"launch_failed"``) and the slot moves on.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from hz_ray.arm_feed import ArmFeed
+from hz_ray.backends.base import ArmBackend
+from hz_ray.clock import AcceleratedClock, Clock
+from hz_ray.config import ArmsSpec
+from hz_ray.errors import ConfigError, HzRayError, TransientError, field_error
+from hz_ray.lifecycle import stop_reason
+from hz_ray.records import HourlyDelta
+from hz_ray.service.messages import (
+    STOP_BACKEND_ERROR,
+    STOP_LAUNCH_FAILED,
+    FeedRejectionRecord,
+    Report,
+    ReportAck,
+    SampleReply,
+    SlotState,
+)
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+_EPS_HOURS = 1e-9
+_GOLDEN = 0.6180339887498949  # slot phases k * golden mod 1 are evenly spread
+
+
+class PosteriorPort(Protocol):
+    """What an arm slot needs from the central actor (all calls idempotent)."""
+
+    def slot_state(self, slot: int) -> SlotState:
+        """Return the slot's arms and next seq."""
+        ...
+
+    def sample(self, slot: int, seq: int, hour: int) -> SampleReply | None:
+        """Return the slot's ``seq``-th arm (a Thompson sample); ``None``: wait."""
+        ...
+
+    def report(self, report: Report) -> ReportAck:
+        """Ingest a batch; return once it is durable."""
+        ...
+
+    def retire(self, slot: int, arm_id: str, reason: str, hour: int) -> bool:
+        """Record that the arm stopped."""
+        ...
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    """Knobs of the slot loop.
+
+    Attributes:
+        poll_interval_hours: Job hours between polls of the backend; 1 must
+            be a multiple of it so that hour boundaries are polls.
+        max_batch: Most deltas per report call.
+        backend_attempts: Tries of one ``launch``/``stop`` call.
+        fetch_failures_to_give_up: Consecutive failed polls of an arm after
+            which it is stopped and the slot moves on.
+        initial_backoff_s: First wait between retries (wall seconds); doubles.
+        max_backoff_s: Longest wait between retries.
+        spread_polls: Offset each slot's poll grid by a slot-dependent phase in
+            ``[0, poll_interval_hours)``, so that many workers do not all wake
+            (and report) at the same instant; each slot still decides once per
+            job hour, at its first poll of the hour.
+        port_timeout_s: Longest wait for one answer of the central actor (Ray
+            port); a call that times out is retried at the next poll.
+    """
+
+    poll_interval_hours: float = 0.25
+    max_batch: int = 4096
+    backend_attempts: int = 4
+    fetch_failures_to_give_up: int = 5
+    initial_backoff_s: float = 0.05
+    max_backoff_s: float = 2.0
+    spread_polls: bool = True
+    port_timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        p = self.poll_interval_hours
+        if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0 < p <= 1 \
+                or abs(round(1 / p) - 1 / p) > 1e-9:
+            raise field_error(ConfigError, "poll_interval_hours", p,
+                              "a number in (0, 1] that divides 1 (e.g. 0.25)")
+        for name in ("max_batch", "backend_attempts", "fetch_failures_to_give_up"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise field_error(ConfigError, name, value, "an integer >= 1")
+        for name in ("initial_backoff_s", "max_backoff_s", "port_timeout_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not math.isfinite(value) or value < 0:
+                raise field_error(ConfigError, name, value, "a finite number of seconds >= 0")
+
+
+@dataclass
+class WorkerStats:
+    """What one slot did (returned by ``run``; readable while it runs).
+
+    Attributes:
+        slot: The slot.
+        pid: Worker process id.
+        node_id: Ray node id (empty outside Ray).
+        resumed: The run continued a slot that already had arms.
+        torch_imported: Whether ``torch`` was imported in this process.
+        arms: ``(arm_id, launched_hour, stopped_hour, stop_reason)`` per arm.
+        cycle_s: Wall seconds of each hourly cycle (poll, report, decide and,
+            when the arm ended, stop, retire, sample, launch).
+        relaunch_s: Wall seconds from a stop decision to the next launch.
+        sample_s: Wall seconds of each sample request.
+        report_s: Wall seconds of each report call (until acknowledged).
+        tick_lag_s: Wall seconds by which each hourly cycle started after its
+            scheduled poll (the hour boundary plus the slot's poll phase).
+        reports: Report calls acknowledged.
+        deltas_reported: Deltas acknowledged as accepted.
+        port_retries: Calls to the central actor that had to be retried.
+        backend_errors: Failed backend calls.
+    """
+
+    slot: int
+    pid: int = 0
+    node_id: str = ""
+    resumed: bool = False
+    torch_imported: bool = False
+    arms: list[tuple[str, int, int | None, str | None]] = field(default_factory=list)
+    cycle_s: list[float] = field(default_factory=list)
+    relaunch_s: list[float] = field(default_factory=list)
+    sample_s: list[float] = field(default_factory=list)
+    report_s: list[float] = field(default_factory=list)
+    tick_lag_s: list[float] = field(default_factory=list)
+    reports: int = 0
+    deltas_reported: int = 0
+    port_retries: int = 0
+    backend_errors: int = 0
+
+    def copy(self) -> WorkerStats:
+        """A copy safe to hand to another thread."""
+        return WorkerStats(self.slot, self.pid, self.node_id, self.resumed, self.torch_imported,
+                           list(self.arms), list(self.cycle_s), list(self.relaunch_s),
+                           list(self.sample_s), list(self.report_s), list(self.tick_lag_s),
+                           self.reports, self.deltas_reported, self.port_retries,
+                           self.backend_errors)
+
+
+@dataclass
+class _Arm:
+    """One arm of the slot as the worker tracks it."""
+
+    arm_id: str
+    params: dict[str, float]
+    launched_hour: int
+    feed: ArmFeed
+    stopped_hour: int | None = None
+    stop_reason: str | None = None
+    fetch_failures: int = 0
+    acked: dict[tuple[str, str, int], tuple[float, float | None, int]] = field(
+        default_factory=dict)
+
+
+class _StopRequestedError(Exception):
+    """The runner was asked to stop while waiting."""
+
+
+class ArmSlotRunner:
+    """The loop of one arm slot (plain class; the Ray actor just calls :meth:`run`).
+
+    The loop never blocks on the central actor: a report, retirement or sample
+    request that fails (the actor is restarting, a timeout) is kept and tried
+    again at the next poll, while the slot keeps polling its platform, buffering
+    deltas and stopping arms whose hours are up on time. Nothing is dropped:
+    deltas leave the buffer only when acknowledged.
+
+    Args:
+        slot: The slot index.
+        port: The central actor (or a :class:`PosteriorService` in tests).
+        backend: The platform; shares ``clock`` when simulated.
+        clock: The job clock (an :class:`AcceleratedClock` or a
+            :class:`~hz_ray.clock.WallClock`).
+        arms: The job's arm lifecycle settings.
+        metrics: The job's metrics (an hour is complete when all arrived).
+        settings: Loop knobs.
+        sleep: Waits this many wall seconds (injectable for tests).
+    """
+
+    def __init__(self, slot: int, port: PosteriorPort, backend: ArmBackend, clock: Clock,
+                 arms: ArmsSpec, metrics: tuple[str, ...],
+                 settings: RunnerSettings | None = None,
+                 sleep: Callable[[float], Any] | None = None) -> None:
+        self.slot = slot
+        self.port = port
+        self.backend = backend
+        self.clock = clock
+        self.arms_spec = arms
+        self.metrics = tuple(metrics)
+        self.settings = settings if settings is not None else RunnerSettings()
+        self._stop_event = threading.Event()
+        self._sleep = sleep if sleep is not None else self._interruptible_sleep
+        self.stats = WorkerStats(slot, pid=os.getpid())
+        self.current: _Arm | None = None
+        self.draining: list[_Arm] = []
+        self.next_seq = 0
+        self._unacked: dict[tuple[str, str, int], HourlyDelta] = {}
+        self._unacked_rejections: list[FeedRejectionRecord] = []
+        self._launched: list[tuple[str, int]] = []  # (arm, hour) launched, not yet acked
+        self._to_retire: list[_Arm] = []
+        self._stop_started: float | None = None
+        self._no_launch_before_hour = -1
+        interval = self.settings.poll_interval_hours
+        self.phase_hours = (slot * _GOLDEN) % 1.0 * interval if self.settings.spread_polls \
+            else 0.0
+
+    # ------------------------------------------------------------ control
+    def request_stop(self) -> None:
+        """Ask :meth:`run` to return at its next wait."""
+        self._stop_event.set()
+
+    def _interruptible_sleep(self, seconds: float) -> None:
+        if seconds > 0 and self._stop_event.wait(seconds):
+            raise _StopRequestedError
+
+    def _seconds_until(self, hours: float) -> float:
+        if isinstance(self.clock, AcceleratedClock):
+            return self.clock.seconds_until(hours)
+        return 0.0
+
+    def _seconds_per_hour(self) -> float:
+        return getattr(self.clock, "seconds_per_hour", 0.0)
+
+    # ---------------------------------------------------------------- run
+    def run(self, hours: int) -> WorkerStats:
+        """Run the slot until job hour ``hours`` (exclusive), then return its stats.
+
+        Args:
+            hours: The job's length in job hours.
+
+        Returns:
+            The slot's :class:`WorkerStats`.
+        """
+        self.stats.torch_imported = "torch" in sys.modules
+        try:
+            self.start()
+            decided: int | None = None
+            interval, phase = self.settings.poll_interval_hours, self.phase_hours
+            while not self._stop_event.is_set():
+                now = self.clock.now_hours()
+                if now < 0:  # the job has not started: wake at this slot's first poll
+                    self._sleep(self._seconds_until(phase))
+                    continue
+                hour = math.floor(now + _EPS_HOURS)
+                if hour >= hours:
+                    self._finish(hours - 1)
+                    break
+                new_hour = decided != hour
+                started = time.perf_counter()
+                self.poll(hour)
+                self.send_retirements(hour)
+                ack = self.send_reports(hour, heartbeat=new_hour)
+                if new_hour:
+                    late_hours = max(0.0, now - hour - phase)
+                    self.stats.tick_lag_s.append(late_hours * self._seconds_per_hour())
+                    self._hourly(hour, ack)
+                    decided = hour
+                    self.stats.cycle_s.append(time.perf_counter() - started)
+                elif self.current is None:
+                    self.try_launch(hour)
+                self.drop_drained(hour)
+                next_poll = (math.floor((now - phase) / interval + _EPS_HOURS) + 1) * interval \
+                    + phase
+                self._sleep(self._seconds_until(next_poll))
+        except _StopRequestedError:
+            pass
+        self.stats.torch_imported = "torch" in sys.modules
+        return self.stats.copy()
+
+    def _finish(self, hour: int) -> None:
+        """The job's end: a last poll, then deliver everything still unacknowledged."""
+        self.poll(hour)
+        attempt = 0
+        while self._to_retire or self._unacked or self._unacked_rejections or self._launched:
+            self.send_retirements(hour)
+            self.send_reports(hour, heartbeat=False)
+            if self._to_retire or self._unacked or self._unacked_rejections or self._launched:
+                self._sleep(self._backoff(attempt))
+                attempt += 1
+
+    # ------------------------------------------------------------- resume
+    def start(self) -> None:
+        """Pick up the slot's arms from the central service (a restart or a resumed job).
+
+        A live arm is launched again on the platform (a no-op for a backend
+        that already serves it); stopped arms still within ``late_data_hours``
+        are polled for late data.
+        """
+        state: SlotState = self._port_call("slot_state", lambda: self.port.slot_state(self.slot))
+        self.next_seq = state.next_seq
+        hour = max(0, math.floor(self.clock.now_hours() + _EPS_HOURS))
+        for record in state.arms:
+            arm = _Arm(record.arm_id, dict(record.params), record.launched_hour,
+                       ArmFeed(record.arm_id, self.metrics, record.launched_hour),
+                       record.stopped_hour, record.stop_reason)
+            if record.live:
+                self.stats.resumed = True
+                try:  # backends treat a repeated launch of a live arm as a no-op
+                    self.backend.launch(arm.arm_id, arm.params)
+                except Exception as exc:  # noqa: BLE001 - any platform error
+                    logger.warning("Slot %d: relaunch of %s on resume failed: %s", self.slot,
+                                   arm.arm_id, exc)
+                self.current = arm
+                self.stats.arms.append((arm.arm_id, arm.launched_hour, None, None))
+            elif record.stopped_hour is not None \
+                    and hour <= record.stopped_hour + self.arms_spec.late_data_hours:
+                self.stats.resumed = True
+                self.draining.append(arm)
+
+    # --------------------------------------------------------------- poll
+    def poll(self, hour: int) -> None:
+        """Fetch every arm that may still publish; buffer the deltas not yet acknowledged."""
+        for arm in [a for a in (self.current, *self.draining) if a is not None]:
+            try:
+                readings = self.backend.fetch(arm.arm_id, arm.feed.since_hour)
+            except Exception as exc:  # noqa: BLE001 - any platform error
+                arm.fetch_failures += 1
+                self.stats.backend_errors += 1
+                logger.warning("Slot %d: fetch of %s failed (%d in a row): %s", self.slot,
+                               arm.arm_id, arm.fetch_failures, exc)
+                if arm.fetch_failures >= self.settings.fetch_failures_to_give_up:
+                    self._give_up(arm, hour)
+                continue
+            arm.fetch_failures = 0
+            deltas, bad = arm.feed.absorb(readings)
+            for delta in deltas:
+                if arm.acked.get(delta.key) != (delta.mean, delta.var, delta.n):
+                    self._unacked[delta.key] = delta
+            self._unacked_rejections.extend(FeedRejectionRecord(r.payload, r.reason)
+                                            for r in bad)
+
+    def send_reports(self, hour: int, heartbeat: bool) -> ReportAck | None:
+        """Report buffered deltas (one try); returns the last ack, ``None`` if none came."""
+        if not (self._unacked or self._unacked_rejections or self._launched or heartbeat):
+            return None
+        live_id = self.current.arm_id if self.current is not None else None
+        pending = list(self._unacked.values())
+        step = self.settings.max_batch
+        ack: ReportAck | None = None
+        for start in range(0, max(len(pending), 1), step):
+            chunk = tuple(pending[start:start + step])
+            rejections = tuple(self._unacked_rejections) if start == 0 else ()
+            launched = tuple(self._launched) if start == 0 else ()
+            report = Report(self.slot, hour, live_id, chunk, rejections, launched)
+            began = time.perf_counter()
+            got = self._port_try("report", lambda r=report: self.port.report(r))
+            if got is None:
+                return None
+            ack = got
+            self.stats.report_s.append(time.perf_counter() - began)
+            self.stats.reports += 1
+            self.stats.deltas_reported += ack.accepted
+            if start == 0:
+                self._unacked_rejections = []
+                self._launched = self._launched[len(launched):]
+            by_arm = {a.arm_id: a for a in (self.current, *self.draining) if a is not None}
+            for delta in chunk:
+                self._unacked.pop(delta.key, None)
+                owner = by_arm.get(delta.arm_id)
+                if owner is not None:
+                    owner.acked[delta.key] = (delta.mean, delta.var, delta.n)
+        return ack
+
+    def drop_drained(self, hour: int) -> None:
+        """Stop polling stopped arms that are complete or past ``late_data_hours``."""
+        keep = []
+        for arm in self.draining:
+            assert arm.stopped_hour is not None
+            done = arm.feed.complete_before(arm.stopped_hour) \
+                or hour > arm.stopped_hour + self.arms_spec.late_data_hours
+            if not done:
+                keep.append(arm)
+        self.draining = keep
+
+    # ------------------------------------------------------------- hourly
+    def _hourly(self, hour: int, ack: ReportAck | None) -> None:
+        """Once per job hour: end the live arm if its lifecycle is over, fill the slot."""
+        self.decide(hour, ack)
+        if self.current is None:
+            self.try_launch(hour)
+
+    def decide(self, hour: int, ack: ReportAck | None) -> str | None:
+        """End the live arm if its lifecycle is over: stop it, retire it centrally.
+
+        Args:
+            hour: The job hour.
+            ack: The newest ack (its P(feasible) and pick share of the live arm).
+
+        Returns:
+            The stop reason, or ``None`` when the arm goes on (or none is live).
+        """
+        arm = self.current
+        if arm is None:
+            return None
+        p_feasible = ack.p_feasible if ack is not None else None
+        pick_share = ack.pick_share if ack is not None else None
+        reason = stop_reason(self.arms_spec, hour - arm.launched_hour,
+                             arm.feed.hours_complete, p_feasible, pick_share)
+        if reason is not None:
+            self._stop_started = time.perf_counter()
+            self._backend_call("stop", lambda: self.backend.stop(arm.arm_id))
+            self._end(arm, hour, reason)
+            self.draining.append(arm)
+            self.send_retirements(hour)
+        return reason
+
+    def try_launch(self, hour: int) -> None:
+        """Ask for the next sample (one try) and launch it; retried at later polls."""
+        if self._to_retire or hour < self._no_launch_before_hour:
+            return  # the slot's previous arm must be retired centrally first
+        seq = self.next_seq
+        began = time.perf_counter()
+        reply = self._port_try("sample", lambda: self.port.sample(self.slot, seq, hour))
+        if reply is None:  # not now (a synchronous batch still runs, or a retry): next poll
+            return
+        self.stats.sample_s.append(time.perf_counter() - began)
+        self.next_seq = seq + 1
+        arm = _Arm(reply.arm_id, dict(reply.params), reply.launched_hour,
+                   ArmFeed(reply.arm_id, self.metrics, reply.launched_hour))
+        self.current = arm
+        self.stats.arms.append((arm.arm_id, arm.launched_hour, None, None))
+        if not self._backend_call("launch", lambda: self.backend.launch(arm.arm_id, arm.params)):
+            self._backend_call("stop", lambda: self.backend.stop(arm.arm_id))
+            self._end(arm, hour, STOP_LAUNCH_FAILED)
+            self.send_retirements(hour)
+            self._no_launch_before_hour = hour + 1  # try the platform again next hour
+            return
+        self._launched.append((arm.arm_id, hour))  # told to the service with the next report
+        if self._stop_started is not None:
+            self.stats.relaunch_s.append(time.perf_counter() - self._stop_started)
+            self._stop_started = None
+
+    def _end(self, arm: _Arm, hour: int, reason: str) -> None:
+        """Mark the arm stopped here and queue its central retirement."""
+        arm.stopped_hour, arm.stop_reason = hour, reason
+        if arm is self.current:
+            self.current = None
+        self._to_retire.append(arm)
+        self.stats.arms = [(a, launched, hour, reason) if a == arm.arm_id else (a, launched, s, r)
+                           for a, launched, s, r in self.stats.arms]
+
+    def send_retirements(self, hour: int) -> None:
+        """Tell the central service about stopped arms (one try each; kept on failure)."""
+        while self._to_retire:
+            arm = self._to_retire[0]
+            done = self._port_try("retire", lambda a=arm: self.port.retire(
+                self.slot, a.arm_id, a.stop_reason or STOP_BACKEND_ERROR, a.stopped_hour))
+            if done is None:
+                return
+            self._to_retire.pop(0)
+
+    def _give_up(self, arm: _Arm, hour: int) -> None:
+        """Repeated fetch failures: stop the arm (if live) and stop polling it."""
+        if arm is self.current:
+            self._backend_call("stop", lambda: self.backend.stop(arm.arm_id))
+            self._end(arm, hour, STOP_BACKEND_ERROR)
+        else:
+            self.draining = [a for a in self.draining if a is not arm]
+
+    # ------------------------------------------------------------ retries
+    def _backoff(self, attempt: int) -> float:
+        s = self.settings
+        return min(s.max_backoff_s, s.initial_backoff_s * (2 ** attempt))
+
+    def _backend_call(self, what: str, call: Callable[[], Any]) -> bool:
+        """Try a backend call with backoff; returns False after the last failure."""
+        attempts = self.settings.backend_attempts
+        for attempt in range(attempts):
+            try:
+                call()
+                return True
+            except Exception as exc:  # noqa: BLE001 - any platform error
+                self.stats.backend_errors += 1
+                logger.warning("Slot %d: backend %s failed (attempt %d/%d): %s", self.slot,
+                               what, attempt + 1, attempts, exc)
+                if attempt + 1 < attempts:
+                    self._sleep(self._backoff(attempt))
+        return False
+
+    def _port_try(self, what: str, call: Callable[[], T]) -> T | None:
+        """One call to the central actor; ``None`` on a retryable failure."""
+        try:
+            return call()
+        except HzRayError as exc:
+            if not isinstance(exc, TransientError):
+                raise
+            error: Exception = exc
+        except (TimeoutError, ConnectionError) as exc:
+            error = exc
+        self.stats.port_retries += 1
+        logger.info("Slot %d: %s to the central actor failed (%s); will retry.", self.slot,
+                    what, type(error).__name__)
+        return None
+
+    def _port_call(self, what: str, call: Callable[[], T]) -> T:
+        """Call the central actor until it answers; permanent errors propagate."""
+        attempt = 0
+        while True:
+            result = self._port_try(what, call)
+            if result is not None:
+                return result
+            self._sleep(self._backoff(attempt))
+            attempt += 1

@@ -1,0 +1,43 @@
+"""Simulated A/B platforms: worlds, realism, ground truth and the simulated backend.
+
+- :class:`SimulatedBackend`: a simulated experiment platform over a :class:`World`,
+  with seasonality, shocks, sampling noise, delays and other realism
+  (:class:`RealismConfig`).
+- Worlds: :class:`SmoothWorld`, :class:`ValueModelWorld`,
+  :class:`TestFunctionWorld`, :func:`paper_world`; :func:`make_world` by name.
+- :func:`find_optimum`: the true feasible optimum of a world (for benchmarks).
+- :class:`SimulatedFactory`: a picklable ``factory(clock) -> SimulatedBackend``.
+"""
+
+from __future__ import annotations
+
+from hz_ray.sim.factory import SimulatedFactory
+from hz_ray.sim.optimum import Optimum, find_optimum
+from hz_ray.sim.realism import RealismConfig
+from hz_ray.sim.simulated import SimulatedBackend
+from hz_ray.sim.worlds import (
+    WORLD_NAMES,
+    BenchmarkProblem,
+    SmoothWorld,
+    TestFunctionWorld,
+    ValueModelWorld,
+    World,
+    make_world,
+    paper_world,
+)
+
+__all__ = [
+    "WORLD_NAMES",
+    "BenchmarkProblem",
+    "Optimum",
+    "RealismConfig",
+    "SimulatedBackend",
+    "SimulatedFactory",
+    "SmoothWorld",
+    "TestFunctionWorld",
+    "ValueModelWorld",
+    "World",
+    "find_optimum",
+    "make_world",
+    "paper_world",
+]

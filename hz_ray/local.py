@@ -101,7 +101,8 @@ def run_local(
             ``clock``.
         clock: A :class:`SimClock` advanced one hour per step (default: a new
             one at hour 0, or on resume the run folder's clock). Other clocks
-            are read, not advanced: the driver sleeps until each next hour.
+            are read, not advanced: the driver sleeps until each next hour, and
+            a step that ends late goes on with the hour it ends in.
         hours: Run until this job hour (exclusive).
         seed: Overrides ``config.optimizer.seed`` when given.
         run_dir: The job's run folder (default: a new temporary folder).
@@ -140,11 +141,13 @@ def run_local(
                        for slot in range(config.arms.slots)]
             scheduler = LocalScheduler(service, runners)
             scheduler.start()
-            for hour in range(max(next_hour, current_hour(clock)), hours):
+            hour = max(next_hour, current_hour(clock))
+            while hour < hours:
                 record = scheduler.step(hour)
                 if progress is not None:
                     progress(record)
                 _advance(clock, hour + 1)
+                hour = max(hour + 1, current_hour(clock))  # on wall time, a late step skips
             service.finish()
             return service.result()
         finally:

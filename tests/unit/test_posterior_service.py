@@ -179,3 +179,75 @@ def test_ack_carries_the_live_arms_pick_share_when_contender_stops_are_on(config
         assert off.report(Report(0, 2, arm, ())).pick_share is None
     finally:
         off.close()
+
+
+def test_synchronous_batches_wait_until_every_arm_of_the_batch_stopped(config, tmp_path):
+    sync = dataclasses.replace(config, arms=dataclasses.replace(config.arms, synchronous=True))
+    svc = PosteriorService(sync, tmp_path, job_id=JOB, background=False)
+    try:
+        a = svc.sample(0, 0, hour=0)
+        b = svc.sample(1, 0, hour=0)  # the same batch: launched in the same hour
+        assert a is not None and b is not None
+        svc.retire(0, a.arm_id, "guardrail", 2)
+        assert svc.sample(0, 1, hour=2) is None  # b, of the earlier batch, is still live
+        assert svc.slot_state(0).next_seq == 1  # nothing was handed out
+        svc.retire(1, b.arm_id, "max_hours", 4)
+        c = svc.sample(0, 1, hour=4)
+        d = svc.sample(1, 1, hour=4)
+        assert c is not None and d is not None and c.arm_id != d.arm_id
+    finally:
+        svc.close()
+    asynchronous = PosteriorService(config, tmp_path / "async", job_id=JOB, background=False)
+    try:
+        a = asynchronous.sample(0, 0, hour=0)
+        asynchronous.sample(1, 0, hour=0)
+        asynchronous.retire(0, a.arm_id, "guardrail", 2)
+        assert asynchronous.sample(0, 1, hour=2) is not None
+    finally:
+        asynchronous.close()
+
+
+def test_on_demand_plans_know_the_arms_launched_before(config, tmp_path):
+    """In process, each sample after a launch is drawn from a new plan."""
+    svc = PosteriorService(config, tmp_path, job_id=JOB, background=False, plan_on_demand=True)
+    try:
+        assert svc._published.plan is None  # no plan before the first sample needs one
+        first = svc.sample(0, 0, hour=0)
+        plan_after_first = svc._published.plan
+        second = svc.sample(1, 0, hour=0)
+        assert svc._published.plan is not plan_after_first  # planned again, arm 1 live
+        assert dict(first.params) != dict(second.params)  # never a live arm's weights
+        assert svc.sample(1, 0, hour=0) == second  # a retry plans nothing new
+    finally:
+        svc.close()
+    with pytest.raises(InputDataError, match="plan_on_demand"):
+        PosteriorService(config, tmp_path / "x", background=True, plan_on_demand=True)
+
+
+def test_every_start_is_logged_and_arms_of_another_job_are_not_this_jobs(config, tmp_path):
+    svc = PosteriorService(config, tmp_path, job_id=JOB, background=False)
+    arm = svc.sample(0, 0, hour=0)
+    svc.report(Report(0, 1, arm.arm_id, (), launched=((arm.arm_id, 0),)))
+    svc.report(Report(0, 1, arm.arm_id, (), launched=((arm.arm_id, 0),)))  # a retry
+    svc.hour_progress(0)
+    svc.hour_progress(0)  # asked twice (a driver retry): logged once
+    svc.close()
+    again = PosteriorService(config, tmp_path, job_id=JOB, restore=True, background=False)
+    try:
+        assert again.recommendations()[0][0] == 0 and again.last_hour() == 0
+        assert again.slot_state(0).live.arm_id == arm.arm_id
+    finally:
+        again.close()
+    events = EventLog(tmp_path / "log").read().to_pylist()
+    starts = [e for e in events if e["kind"] == "job_started"]
+    assert [e["arm_id"] for e in starts] == [JOB, JOB]
+    assert sum(e["kind"] == "arm_state" and e["state"] == "live" for e in events) == 1
+    assert sum(e["kind"] == "recommendation" for e in events) == 1
+    # A log that holds another job's arm: the arm is kept, but belongs to no slot of this job.
+    other = PosteriorService(config, tmp_path, job_id="other-0002", restore=True,
+                             background=False)
+    try:
+        assert other.slot_state(0).arms == () and other.slot_state(0).next_seq == 0
+        assert other.sample(0, 0, hour=1).arm_id == "other-0002.s00-0000"
+    finally:
+        other.close()

@@ -23,7 +23,10 @@ if str(ROOT) not in sys.path:
 
 # The driver's steps and the optimiser's parts, reported when they appear in the profile.
 FUNCTIONS = (
-    ("local.py", "step"), ("local.py", "_launch"), ("local.py", "_retire"),
+    ("local.py", "step"), ("posterior.py", "refresh_now"), ("posterior.py", "_ensure_plan"),
+    ("posterior.py", "report"), ("posterior.py", "sample"), ("posterior.py", "checkpoint_now"),
+    ("posterior.py", "hour_progress"), ("slot.py", "decide"), ("slot.py", "poll"),
+    ("commit_log.py", "wait"), ("memory.py", "release_memory"),
     ("optimizer.py", "plan"), ("optimizer.py", "refresh"), ("optimizer.py", "contender_shares"),
     ("optimizer.py", "_certifiable_optimum"), ("optimizer.py", "recommend"),
     ("thompson.py", "propose_candidates"), ("thompson.py", "refine_on_draws"),
@@ -58,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| function | calls | cumulative s |\n|---|---:|---:|")
     for (file, _line, name), (_, calls, _, cumulative, _) in sorted(
             stats.stats.items(), key=lambda kv: -kv[1][3]):
-        if "hz_ray" in file and (Path(file).name, name) in FUNCTIONS:
+        if "hz_ray" in file and (Path(file).name, name) in FUNCTIONS and cumulative >= 0.05:
             print(f"| {Path(file).name}:{name} | {calls} | {cumulative:.1f} |")
     if args.top:
         stats.sort_stats("cumulative").print_stats(args.top)

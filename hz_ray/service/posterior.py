@@ -200,6 +200,7 @@ class PosteriorService:
         self._checkpoint_interval_s = float(checkpoint_interval_s)
         self._min_refresh_interval_s = float(min_refresh_interval_s)
         self._plan_on_demand = plan_on_demand
+        self._background = background
         self._durable_reports = durable_reports
         self._optimizer_factory = optimizer_factory or Optimizer
 
@@ -252,8 +253,8 @@ class PosteriorService:
                 "config": config.to_mapping()})
         self._commits.wait(ticket)
         self._published: _Published | None = None
-        self.refresh_now()  # a snapshot (and, unless on demand, a plan) before any sample
         self._thread: threading.Thread | None = None
+        self.refresh_now()  # a snapshot (and, unless on demand, a plan) before any sample
         if background:
             self._thread = threading.Thread(target=self._refresh_loop, name="hz-ray-refresh",
                                             daemon=True)
@@ -649,7 +650,9 @@ class PosteriorService:
             self._refreshes += 1
             self._refits += int(refit)
             self._last_refresh_s = elapsed
-        if time.monotonic() - self._last_release_t >= _RELEASE_INTERVAL_S:
+        if self._background and \
+                time.monotonic() - self._last_release_t >= _RELEASE_INTERVAL_S:
+            # A long-lived actor bounds its peak RSS; in process the driver's run ends soon.
             self._last_release_t = time.monotonic()
             release_memory()
         self.telemetry.record_refit(elapsed, refit, view.version, len(view.train_ids) - 1)

@@ -13,8 +13,7 @@ worker process never imports the central actor's modules (and torch).
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from hz_ray.lazy import lazy_exports
 
 _EXPORTS = {
     "run_on_ray": "actors.driver",
@@ -36,14 +35,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'actors' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

@@ -7,8 +7,7 @@ pulling in torch. Nothing here imports ``ray``.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from hz_ray.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -38,14 +37,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'hz_ray' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

@@ -11,11 +11,9 @@ here lazily (PEP 562), so importing the protocol loads no simulator.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
-
 from hz_ray.backends.base import ArmBackend, GroundTruth
 from hz_ray.backends.recorded import Publication, RecordedBackend, RecordedFactory
+from hz_ray.lazy import lazy_exports
 
 _SIMULATED = ("WORLD_NAMES", "BenchmarkProblem", "Optimum", "RealismConfig", "SimulatedBackend",
               "SimulatedFactory", "SmoothWorld", "TestFunctionWorld", "ValueModelWorld", "World",
@@ -29,14 +27,4 @@ __all__ = [  # noqa: RUF022 - the eager names first, then the lazy ones
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'hz_ray.backends' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)

@@ -29,3 +29,17 @@ def test_synchronous_batches_on_ray(ray_session, tmp_path):
                 assert earlier.stopped_hour is not None
                 assert earlier.stopped_hour <= later.launched_hour, (earlier, later)
     assert all(sum(a.launched_hour == h for a in arms) == 3 for h in batches)
+
+
+@pytest.mark.ray
+def test_contender_stops_on_ray(ray_session, tmp_path):
+    base = world_config("contender-ray", slots=3, max_hours=8, recommend_min_hours=2)
+    config = dataclasses.replace(base, arms=dataclasses.replace(
+        base.arms, contender_stop_share=0.2))
+    result = run_on_ray(config, SimulatedFactory("smooth", seed=2), hours=12,
+                        run_dir=tmp_path, seconds_per_hour=0.5)
+    stopped = [a for a in result.arms.values() if a.stop_reason == "not_contender"]
+    assert stopped  # arms that could not win were ended before max_hours
+    for arm in stopped:
+        assert arm.stopped_hour - arm.launched_hour < config.arms.max_hours
+        assert arm.hours_observed >= config.optimizer.recommend_min_hours

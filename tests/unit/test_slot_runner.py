@@ -84,3 +84,40 @@ def test_a_restarted_worker_resumes_its_slot(setup):
     state = service.ledger_state()["records"]
     got = set(zip(state["arm_id"], state["metric"], state["hour"], strict=True))
     assert published <= got
+
+
+@pytest.mark.parametrize("late_hours", [0, 3])
+def test_stopped_arms_are_polled_for_late_data_for_late_data_hours(tmp_path, late_hours):
+    """Every reading comes 2 hours late; a stopped arm's last hours arrive after its stop."""
+    import dataclasses
+
+    from hz_ray.backends.recorded import Publication
+    from hz_ray.clock import SimClock
+    from hz_ray.local import LocalScheduler
+    from tests.support import reading
+
+    base = two_metric_config("late", slots=1, max_hours=3)
+    config = dataclasses.replace(base, arms=dataclasses.replace(
+        base.arms, late_data_hours=late_hours, contender_stop_share=0.0))
+    rng = __import__("random").Random(0)
+    first = arm_id_for(JOB, 0, 0)
+    pubs = [Publication(h + 3, reading(first, h, m, rng)) for h in range(3)
+            for m in ("views", "likes")]
+    clock = SimClock()
+    service = PosteriorService(config, tmp_path, job_id=JOB, background=False,
+                               plan_on_demand=True, durable_reports=False)
+    try:
+        runner = ArmSlotRunner(0, service, RecordedBackend(pubs, clock), clock, config.arms,
+                               config.metrics, FAST)
+        scheduler = LocalScheduler(service, [runner])
+        scheduler.start()
+        for hour in range(10):
+            scheduler.step(hour)
+            clock.advance(1.0)
+        arm = {a.arm_id: a for a in service.arm_summaries()}[first]
+        assert (arm.launched_hour, arm.stopped_hour) == (0, 3)
+        # hour h is published at h + 3: hour 0 at 3 (the stop hour), hours 1-2 later
+        assert arm.hours_observed == (3 if late_hours >= 2 else 1)
+        assert runner.draining == []  # done with it either way
+    finally:
+        service.close()

@@ -63,7 +63,6 @@ class LocalScheduler:
     def step(self, hour: int) -> HourProgress:
         """Run job ``hour`` on every slot; returns the hour's progress record."""
         for runner in self.runners:
-            runner.drop_drained(hour)
             runner.poll(hour)
             runner.send_retirements(hour)
             runner.send_reports(hour, heartbeat=False)
@@ -73,6 +72,7 @@ class LocalScheduler:
         for runner in self.runners:
             if runner.current is None:
                 runner.try_launch(hour)
+            runner.drop_drained(hour)
         progress = self.service.hour_progress(hour)
         self.service.commit()
         self.service.checkpoint_now()

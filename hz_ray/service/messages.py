@@ -144,11 +144,15 @@ class SlotState:
         slot: The slot.
         next_seq: Counter of the slot's next arm.
         arms: Every arm the slot ran, in launch order (the live one last).
+        last_hour: The newest job hour the service heard of (-1: none), so a
+            slot resumed after a pause still polls arms that were within
+            ``late_data_hours`` of their stop when the job paused.
     """
 
     slot: int
     next_seq: int
     arms: tuple[ArmRecord, ...] = ()
+    last_hour: int = -1
 
     @property
     def live(self) -> ArmRecord | None:

@@ -488,7 +488,7 @@ class PosteriorService:
         self._check_slot(slot)
         with self._lock:
             arms = tuple(a for a in self._state.arms.values() if a.slot == slot)
-            return SlotState(slot, self._state.next_seq[slot], arms)
+            return SlotState(slot, self._state.next_seq[slot], arms, self._state.max_hour)
 
     def _check_slot(self, slot: int) -> None:
         if isinstance(slot, bool) or not isinstance(slot, int) \

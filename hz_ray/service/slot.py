@@ -199,6 +199,7 @@ class _Arm:
     stopped_hour: int | None = None
     stop_reason: str | None = None
     fetch_failures: int = 0
+    catch_up: bool = False  # resumed after a pause: polled once even past late_data_hours
     acked: dict[tuple[str, str, int], tuple[float, float | None, int]] = field(
         default_factory=dict)
 
@@ -334,12 +335,14 @@ class ArmSlotRunner:
         """Pick up the slot's arms from the central service (a restart or a resumed job).
 
         A live arm is launched again on the platform (a no-op for a backend
-        that already serves it); stopped arms still within ``late_data_hours``
-        are polled for late data.
+        that already serves it); stopped arms that were still within
+        ``late_data_hours`` when the job last ran are polled for late data (at
+        least once, however long the job was down).
         """
         state: SlotState = self._port_call("slot_state", lambda: self.port.slot_state(self.slot))
         self.next_seq = state.next_seq
         hour = max(0, math.floor(self.clock.now_hours() + _EPS_HOURS))
+        paused_at = min(hour, state.last_hour) if state.last_hour >= 0 else hour
         for record in state.arms:
             arm = _Arm(record.arm_id, dict(record.params), record.launched_hour,
                        ArmFeed(record.arm_id, self.metrics, record.launched_hour),
@@ -354,14 +357,21 @@ class ArmSlotRunner:
                 self.current = arm
                 self.stats.arms.append((arm.arm_id, arm.launched_hour, None, None))
             elif record.stopped_hour is not None \
-                    and hour <= record.stopped_hour + self.arms_spec.late_data_hours:
+                    and paused_at <= record.stopped_hour + self.arms_spec.late_data_hours:
+                # Late data may have come while the job was down: poll at least once.
                 self.stats.resumed = True
+                arm.catch_up = True
                 self.draining.append(arm)
 
     # --------------------------------------------------------------- poll
     def poll(self, hour: int) -> None:
         """Fetch every arm that may still publish; buffer the deltas not yet acknowledged."""
+        late = self.arms_spec.late_data_hours
         for arm in [a for a in (self.current, *self.draining) if a is not None]:
+            if arm.stopped_hour is not None and hour > arm.stopped_hour + late \
+                    and not arm.catch_up:
+                continue
+            arm.catch_up = False
             try:
                 readings = self.backend.fetch(arm.arm_id, arm.feed.since_hour)
             except Exception as exc:  # noqa: BLE001 - any platform error

@@ -48,7 +48,9 @@ def test_local_job_on_a_wall_clock_resumes_on_ray_with_nothing_lost(ray_session,
                           run_dir=run_dir)
         live_at_handover = {a for a, s in first.arms.items() if s.stopped_hour is None}
         assert live_at_handover and live_at_handover <= platform.live()
-        # The job is stopped here; the platform goes on serving its arms.
+        # The job is stopped here for longer than late_data_hours; the platform goes on
+        # serving its arms, and publishes the last hours of the arms it stopped.
+        time.sleep((config.arms.late_data_hours + 1) * SECONDS_PER_HOUR)
         second = run_on_ray(config, hours=TOTAL_HOURS, run_dir=run_dir, resume=True,
                             seconds_per_hour=SECONDS_PER_HOUR)
     finally:

@@ -118,6 +118,6 @@ def test_stopped_arms_are_polled_for_late_data_for_late_data_hours(tmp_path, lat
         assert (arm.launched_hour, arm.stopped_hour) == (0, 3)
         # hour h is published at h + 3: hour 0 at 3 (the stop hour), hours 1-2 later
         assert arm.hours_observed == (3 if late_hours >= 2 else 1)
-        assert runner.draining == []  # done with it either way
+        assert first not in {a.arm_id for a in runner.draining}  # done with it either way
     finally:
         service.close()

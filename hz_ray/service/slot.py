@@ -197,6 +197,7 @@ class _Arm:
     launched_hour: int
     feed: ArmFeed
     stopped_hour: int | None = None
+    data_end: int | None = None  # hours < this may hold data (the stop hour, if partly served)
     stop_reason: str | None = None
     fetch_failures: int = 0
     catch_up: bool = False  # resumed after a pause: polled once even past late_data_hours
@@ -361,6 +362,7 @@ class ArmSlotRunner:
                 # Late data may have come while the job was down: poll at least once.
                 self.stats.resumed = True
                 arm.catch_up = True
+                arm.data_end = record.stopped_hour + 1  # when in the hour it stopped is unknown
                 self.draining.append(arm)
 
     # --------------------------------------------------------------- poll
@@ -427,7 +429,8 @@ class ArmSlotRunner:
         keep = []
         for arm in self.draining:
             assert arm.stopped_hour is not None
-            done = arm.feed.complete_before(arm.stopped_hour) \
+            end = arm.data_end if arm.data_end is not None else arm.stopped_hour
+            done = arm.feed.complete_before(end) \
                 or hour > arm.stopped_hour + self.arms_spec.late_data_hours
             if not done:
                 keep.append(arm)
@@ -492,8 +495,14 @@ class ArmSlotRunner:
             self._stop_started = None
 
     def _end(self, arm: _Arm, hour: int, reason: str) -> None:
-        """Mark the arm stopped here and queue its central retirement."""
+        """Mark the arm stopped here and queue its central retirement.
+
+        A stop issued inside job hour ``h`` (not at its very start) leaves the
+        arm served for part of ``h``, so the platform may publish ``h`` too: the
+        arm is polled until that hour is in as well (or ``late_data_hours`` pass).
+        """
         arm.stopped_hour, arm.stop_reason = hour, reason
+        arm.data_end = max(hour, math.ceil(self.clock.now_hours() - _EPS_HOURS))
         if arm is self.current:
             self.current = None
         self._to_retire.append(arm)

@@ -121,3 +121,43 @@ def test_stopped_arms_are_polled_for_late_data_for_late_data_hours(tmp_path, lat
         assert first not in {a.arm_id for a in runner.draining}  # done with it either way
     finally:
         service.close()
+
+
+@pytest.mark.parametrize(("stop_at", "hours_in"), [(2.0, 2), (2.5, 3)])
+def test_a_stop_inside_an_hour_waits_for_that_hours_data(tmp_path, stop_at, hours_in):
+    """Stopped at 2.5 the arm served half of hour 2, so the platform publishes hour 2 too."""
+    from hz_ray.backends.recorded import Publication
+    from hz_ray.clock import SimClock
+    from tests.support import reading
+
+    config = two_metric_config("partial", slots=1, max_hours=2)
+    first = arm_id_for(JOB, 0, 0)
+    rng = __import__("random").Random(1)
+    last_hour = math.ceil(stop_at) - 1  # what the platform served
+    pubs = [Publication(h + 1, reading(first, h, m, rng)) for h in range(last_hour + 1)
+            for m in ("views", "likes")]
+    clock = SimClock()
+    service = PosteriorService(config, tmp_path, job_id=JOB, background=False)
+    try:
+        runner = ArmSlotRunner(0, service, RecordedBackend(pubs, clock), clock, config.arms,
+                               config.metrics, FAST)
+        runner.start()
+        runner.try_launch(0)
+        clock.advance(stop_at)
+        runner.poll(2)
+        runner.send_reports(2, heartbeat=False)
+        assert runner.decide(2, None) == "max_hours"
+        runner.drop_drained(2)  # as the slot loop does after every poll
+        for hour in (3, 4):
+            clock.advance(float(hour) - clock.now_hours())
+            runner.poll(hour)
+            runner.send_reports(hour, heartbeat=False)
+            runner.drop_drained(hour)
+        assert first not in {a.arm_id for a in runner.draining}
+        assert service.ledger_state()["arms"][0]["arm_id"] == first
+        hours = {h for a, h in zip(service.ledger_state()["records"]["arm_id"],
+                                   service.ledger_state()["records"]["hour"], strict=True)
+                 if a == first}
+        assert len(hours) == hours_in
+    finally:
+        service.close()

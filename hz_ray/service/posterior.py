@@ -19,7 +19,7 @@ thread*:
   :class:`~hz_ray.optimizer.Optimizer`: it drains the queue into the reader's
   own ledger, rebuilds the posterior (``view`` -> ``refresh`` -> ``plan``),
   assesses the live arms, computes the readout, and swaps the published
-  snapshot (a :class:`_Published`) in one reference assignment.
+  snapshot (a :class:`Published`) in one reference assignment.
 - :meth:`~PosteriorService.sample` answers from the newest published
   :class:`~hz_ray.optimizer.SelectionPlan` (Thompson pick counts over the
   candidates) and so never waits for a refit. Picking a candidate with
@@ -56,15 +56,15 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from hz_ray.config import TuningConfig
 from hz_ray.errors import HzRayError, InputDataError, StateError, field_error
 from hz_ray.ledger import Ledger
-from hz_ray.optimizer import ArmAssessment, Optimizer, SelectionPlan
+from hz_ray.optimizer import Optimizer
 from hz_ray.records import HourlyDelta, Recommendation
 from hz_ray.result import ArmSummary, RunResult
 from hz_ray.run_folder import (
@@ -87,6 +87,7 @@ from hz_ray.service.messages import (
     SlotState,
     arm_id_for,
 )
+from hz_ray.service.rebuild import PosteriorRebuilder, Published
 from hz_ray.storage import EventLog, load_checkpoint, replay_into, save_checkpoint
 from hz_ray.telemetry import Telemetry
 
@@ -97,35 +98,7 @@ DEFAULT_CHECKPOINT_INTERVAL_S = 10.0
 DEFAULT_MIN_REFRESH_INTERVAL_S = 0.25
 _REFRESH_ERROR_BACKOFF_S = 1.0
 _RELEASE_INTERVAL_S = 2.0  # bounds the pile-up of replaced snapshots (peak RSS)
-_PLANS_PER_HOUR_SALT = 1 << 20  # plan salt = hour * this + the plan's rank in the hour
 OptimizerFactory = Callable[[TuningConfig], Optimizer]
-
-
-@dataclass
-class _Published:
-    """What a refresh publishes; replaced as a whole, never edited (but ``used``).
-
-    Attributes:
-        plan: Thompson pick counts over the candidates (``None``: not made yet).
-        assessments: Live arms' posterior views at this snapshot.
-        recommendation: The readout at this snapshot.
-        version: Data (ledger) version of the snapshot.
-        pick_shares: Live arms' Thompson pick shares from the light plan of
-            :meth:`~hz_ray.optimizer.Optimizer.contender_shares` (empty when the
-            job does not stop arms that cannot win).
-        used: Candidate indices not to hand out again under ``plan``: those
-            at a live arm's weights when it was made, and those handed out
-            since (guarded by the service lock).
-        plan_inputs: The service's arm-change counter when ``plan`` was made.
-    """
-
-    plan: SelectionPlan | None
-    assessments: Mapping[str, ArmAssessment]
-    recommendation: Recommendation
-    version: int
-    pick_shares: Mapping[str, float] = field(default_factory=dict)
-    used: set[int] = field(default_factory=set)
-    plan_inputs: int = -1
 
 
 def _seed_for(plan_seed: int, slot: int, seq: int) -> int:
@@ -205,7 +178,6 @@ class PosteriorService:
         self._optimizer_factory = optimizer_factory or Optimizer
 
         self._lock = threading.Lock()      # writer ledger, log appends, job state
-        self._gp_lock = threading.Lock()   # the reader optimizer (GP) and checkpoints
         self._wake = threading.Event()
         self._closing = threading.Event()
 
@@ -215,8 +187,11 @@ class PosteriorService:
                 f"run_dir {str(self.run_dir)!r} already holds an event log.",
                 "Pass resume=True to continue that job, or use a new run_dir.")
         self.log = log
-        self._reader, self._ledger, restored = self._load(restore)
+        reader, self._ledger, restored = self._load(restore)
         self.restored = restored
+        self._space = reader.space
+        self._rebuilder = PosteriorRebuilder(reader)
+        self._gp_lock = self._rebuilder.lock  # the reader optimizer (GP) and checkpoints
         self._pending: list[tuple[str, Any]] = []
         self._replies: dict[str, SampleReply] = {}
         self._state = JobState(self.job_id)
@@ -226,16 +201,11 @@ class PosteriorService:
                         len(self._state.arms), self._ledger.num_records,
                         self._state.rejected_total, self.run_dir)
         self._plan_inputs = 0
-        self._plan_hour = -1
-        self._plans = 0  # plans made in job hour _plan_hour
         self._checkpoint_seq_candidate = log.last_seq
         self._drained_ticket = 0
         self._checkpointed_seq = -1
         self._last_checkpoint_t = time.monotonic()
-        self._refreshes = 0
-        self._refits = 0
         self._refresh_errors = 0
-        self._last_refresh_s: float | None = None
         self._last_release_t = 0.0
         self._samples_served = 0
 
@@ -252,7 +222,7 @@ class PosteriorService:
                 "restored": restored, "fingerprint": config_fingerprint(config),
                 "config": config.to_mapping()})
         self._commits.wait(ticket)
-        self._published: _Published | None = None
+        self._published: Published | None = None
         self._thread: threading.Thread | None = None
         self.refresh_now()  # a snapshot (and, unless on demand, a plan) before any sample
         if background:
@@ -433,7 +403,7 @@ class PosteriorService:
         assert published is not None and published.plan is not None  # made by a refresh
         plan = published.plan
         index, suggestion = plan.choose(
-            1, self._reader.space, seed=_seed_for(plan.seed, slot, seq),
+            1, self._space, seed=_seed_for(plan.seed, slot, seq),
             exclude=sorted(published.used))[0]
         published.used.add(index)
         params = dict(suggestion.params)
@@ -542,8 +512,9 @@ class PosteriorService:
                 posterior_version=published.version if published else -1,
                 num_records=self._ledger.num_records, arms=len(state.arms),
                 live_arms=len(state.live()), rejected=state.rejected_total,
-                refreshes=self._refreshes, refits=self._refits,
-                last_refresh_s=self._last_refresh_s, refresh_errors=self._refresh_errors,
+                refreshes=self._rebuilder.refreshes, refits=self._rebuilder.refits,
+                last_refresh_s=self._rebuilder.last_refresh_s,
+                refresh_errors=self._refresh_errors,
                 log_seq=self.log.last_seq, metrics_url=self.metrics_url,
                 extra={"samples_served": float(self._samples_served),
                        "durable_seq": float(self._commits.durable_seq),
@@ -584,11 +555,11 @@ class PosteriorService:
         return self._state.rejected_total
 
     # ------------------------------------------------------------- refresh
-    def _drain(self) -> tuple[list[tuple[str, Any]], tuple[str, ...], int]:
-        """Take the queued changes and the live arms (under the lock); apply them to the reader.
+    def _drain(self) -> tuple[tuple[str, ...], int]:
+        """Take the queued changes (under the lock) into the reader; hold the GP lock.
 
         Returns:
-            The changes, the live arm ids, and the arm-change counter they cover.
+            The live arm ids and the arm-change counter they reflect.
         """
         with self._lock:
             events, self._pending = self._pending, []
@@ -598,28 +569,8 @@ class PosteriorService:
             self._checkpoint_seq_candidate = self._commits.durable_seq
             self._drained_ticket = self._commits.issued
             inputs = self._plan_inputs
-        reader = self._reader
-        for kind, payload in events:
-            if kind == "deltas":
-                reader.observe(payload)
-            elif kind == "arm":
-                reader.register_arm(*payload)
-            else:
-                reader.retire_arm(*payload)
-        return events, live, inputs
-
-    def _make_plan(self, live: Sequence[str]) -> tuple[SelectionPlan, set[int]]:
-        """A Thompson plan for the live arms and the candidates at their weights (GP lock).
-
-        Its salt is the job hour and the plan's rank within the hour, so a
-        resumed job draws what the uninterrupted one would have drawn.
-        """
-        hour = self._state.max_hour
-        if hour != self._plan_hour:
-            self._plan_hour, self._plans = hour, 0
-        plan = self._reader.plan(live, salt=hour * _PLANS_PER_HOUR_SALT + self._plans)
-        self._plans += 1
-        return plan, set(self._reader.live_candidates(plan, live))
+        self._rebuilder.apply(events)
+        return live, inputs
 
     def refresh_now(self, force_refit: bool = False) -> int:
         """Rebuild the posterior, assessments, readout and (unless on demand) the plan.
@@ -632,32 +583,22 @@ class PosteriorService:
             The data version of the new snapshot.
         """
         with self._gp_lock:
-            _, live, inputs = self._drain()
-            reader = self._reader
-            started = time.perf_counter()
-            refits_before = reader.surrogate.num_refits
-            view = reader.view()
-            reader.refresh(view, force_refit=force_refit)
-            plan, used = (None, set()) if self._plan_on_demand else self._make_plan(live)
-            assessments = {a.arm_id: a for a in reader.assess(list(live))} if live else {}
-            shares = (reader.contender_shares(live, salt=self._state.max_hour)
-                      if self.config.arms.contender_stop_share > 0 and live else {})
-            recommendation = reader.recommend()
-            elapsed = time.perf_counter() - started
-            refit = reader.surrogate.num_refits > refits_before
-            self._published = _Published(plan, assessments, recommendation, view.version,
-                                         shares, used, inputs if plan is not None else -1)
-            self._refreshes += 1
-            self._refits += int(refit)
-            self._last_refresh_s = elapsed
+            live, inputs = self._drain()
+            published, stats = self._rebuilder.rebuild(
+                live, self._state.max_hour, inputs, with_plan=not self._plan_on_demand,
+                with_shares=self.config.arms.contender_stop_share > 0,
+                force_refit=force_refit)
+            self._published = published
         if self._background and \
                 time.monotonic() - self._last_release_t >= _RELEASE_INTERVAL_S:
             # A long-lived actor bounds its peak RSS; in process the driver's run ends soon.
             self._last_release_t = time.monotonic()
             release_memory()
-        self.telemetry.record_refit(elapsed, refit, view.version, len(view.train_ids) - 1)
-        self.telemetry.record_recommendation(recommendation, view.version, self._state.max_hour)
-        return view.version
+        self.telemetry.record_refit(stats.seconds, stats.refit, published.version,
+                                    stats.train_rows)
+        self.telemetry.record_recommendation(published.recommendation, published.version,
+                                             self._state.max_hour)
+        return published.version
 
     def _ensure_plan(self) -> None:
         """Plan now if arms changed since the published plan (``plan_on_demand`` only)."""
@@ -671,8 +612,8 @@ class PosteriorService:
         if data_pending or published is None:
             self.refresh_now()
         with self._gp_lock:
-            _, live, inputs = self._drain()
-            plan, used = self._make_plan(live)
+            live, inputs = self._drain()
+            plan, used = self._rebuilder.plan(live, self._state.max_hour)
             assert self._published is not None
             self._published = replace(self._published, plan=plan, used=used, plan_inputs=inputs)
 
@@ -688,7 +629,7 @@ class PosteriorService:
             state = {"format": CHECKPOINT_FORMAT, "job_id": self.job_id,
                      "config": self.config.to_mapping(), "log_seq": seq,
                      "written_at_s": time.time(),
-                     "surrogate": self._reader.surrogate.state_dict()}
+                     "surrogate": self._rebuilder.reader.surrogate.state_dict()}
             save_checkpoint(self.checkpoint_path, state)
             del state
             self._checkpointed_seq = seq

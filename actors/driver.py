@@ -1,14 +1,15 @@
 """``run_on_ray``: start or attach to a Ray cluster and supervise one tuning job.
 
-The driver creates the job's central :class:`~actors.posterior.PosteriorActor`
-(named ``"posterior"`` in the namespace :func:`~actors.options.job_namespace`),
-one :class:`~actors.arm_worker.ArmWorker` per arm slot, starts the job clock
-once every actor is up, and then only watches: once per job hour it asks the
-central actor for the hour's summary and the current readout (the progress
-line and ``RunResult.recommendations``). Workers run on their own cadence; a
-slow arm never blocks another. At the end it asks the central actor for a
-final rebuild on all data and returns the same :class:`~hz_ray.result.RunResult`
-as :func:`hz_ray.local.run_local`.
+The driver opens the job's run folder (the same one :func:`hz_ray.local.run_local`
+uses, so a job started by either resumes on either), creates the job's central
+:class:`~actors.posterior.PosteriorActor` (named ``"posterior"`` in the namespace
+:func:`~actors.options.job_namespace` of the job id), one
+:class:`~actors.arm_worker.ArmWorker` per arm slot, starts the job clock (the
+folder's, when resuming) once every actor is up, and then only watches: once per
+job hour it asks the central actor for the hour's :class:`HourProgress`, which
+also logs the hour's readout. Workers run on their own cadence; a slow arm never
+blocks another. At the end it asks the central actor for a final rebuild on all
+data and returns the service's :class:`~hz_ray.result.RunResult`.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A job has an id: its ``name`` (made safe for ids and namespaces) plus a short
 random suffix made when the job is created, e.g. ``feed-vm-7f3a``. Arm ids
-carry it (:func:`hz_ray.service.messages.arm_id_for`), so a new job on the same
+carry it (:func:`hz_ray.records.arm_id_for`), so a new job on the same
 platform never ingests an earlier job's arms.
 
 A run folder holds::

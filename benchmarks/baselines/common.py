@@ -1,7 +1,7 @@
 """Shared pieces of the baseline optimisers.
 
 Every baseline subclasses :class:`hz_ray.optimizer.Optimizer`, so ``run_local``
-drives it unchanged (``optimizer_factory=``). It keeps the base class's data
+drives it through the same control plane (``optimizer_factory=``). It keeps the base class's data
 path: the same ledger of per-arm delta aggregates (N-weighted mean and
 delta-method standard error of every metric, the control as a row with delta 0),
 the same :meth:`view`, and the base class's per-metric GP snapshot, which the
@@ -9,10 +9,14 @@ driver also uses for its guardrail stops. A baseline overrides how arms are
 proposed (:meth:`BatchedOptimizer._generate`) and, where it has its own rule,
 how the final arm is read out (:meth:`recommend`).
 
-The driver asks for one arm per free slot (``suggest(1, live_arms, salt=hour)``
-repeatedly, with ``live_arms`` growing). Batch baselines answer the first call
-of an hour with a whole batch for every free slot (``slots - len(live_arms)``,
-the way an A/B platform launches a batch) and serve the rest from a queue.
+The posterior service launches every arm from the optimiser's
+:meth:`~hz_ray.optimizer.Optimizer.plan` (a pick from its candidates). A batch
+baseline's plan is its current batch: one generated for every free slot
+(``slots - len(live_arms)``, the way an A/B platform launches a batch) when the
+data changed or the batch is used up, each point picked at most once; a point
+leaves the batch when an arm is registered at it. The light plans behind
+contender stops (``with_proposals=False``) stay hz-ray's, as the guardrail
+stops do.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from hz_ray.config import TuningConfig
-from hz_ray.optimizer import Optimizer, Suggestion
+from hz_ray.optimizer import Optimizer, SelectionPlan
 from hz_ray.outcomes import Z95_ONE_SIDED
 from hz_ray.records import CONTROL_ARM_ID, MetricPosterior, Recommendation
 
@@ -53,29 +57,40 @@ class BatchedOptimizer(Optimizer):
         self._queue_key: tuple | None = None
         self._batches = 0
 
-    # ---------------------------------------------------------------- suggest
-    def suggest(self, n: int, live_arms: Sequence[str] = (), salt: int = 0) -> list[Suggestion]:
-        """Serve ``n`` arms from the current batch, generating one when needed."""
-        key = (int(salt), self.ledger.version)
-        if key != self._queue_key or len(self._queue) < n:
-            k = max(n, self.config.arms.slots - len(live_arms))
+    # ------------------------------------------------------------------- plan
+    def plan(self, live_arms: Sequence[str] = (), salt: int = 0, *,
+             with_proposals: bool = True, num_draws: int | None = None) -> SelectionPlan:
+        """The current batch as a plan (every point one pick), generated when needed."""
+        if not with_proposals or num_draws is not None:  # contender shares: hz-ray's GP plan
+            return super().plan(live_arms, salt, with_proposals=with_proposals,
+                                num_draws=num_draws)
+        if self._queue_key != self.ledger.version or not self._queue:
+            k = max(1, self.config.arms.slots - len(live_arms))
             seed = derive_seed(self.config.optimizer.seed, type(self).__name__, salt,
                                len(self.ledger.arms), self._batches)
             points = self._generate(k, list(live_arms), seed)
             self._batches += 1
             self._queue = [p.clamp(0.0, 1.0).to(DTYPE) for p in points]
-            self._queue_key = key
-            if len(self._queue) < n:  # the generator gave fewer: fill at random
+            self._queue_key = self.ledger.version
+            if len(self._queue) < k:  # the generator gave fewer: fill at random
                 gen = torch.Generator().manual_seed(seed % 2**31)
-                self._queue += list(torch.rand(n - len(self._queue), self.space.dim,
+                self._queue += list(torch.rand(k - len(self._queue), self.space.dim,
                                                generator=gen, dtype=DTYPE))
-        out = []
-        for _ in range(n):
-            x = self._queue.pop(0)
-            out.append(Suggestion(params=self.space.decode(x), x=tuple(float(v) for v in x),
-                                  pick_share=0.0, model_version=self.ledger.version,
-                                  source=type(self).__name__))
-        return out
+        candidates = torch.stack(self._queue)
+        return SelectionPlan(candidates, (type(self).__name__,) * len(self._queue),
+                             torch.ones(len(self._queue), dtype=torch.long),
+                             self.ledger.version, derive_seed(salt, self._batches))
+
+    def register_arm(self, arm_id: str, params: Mapping[str, float],
+                     hour: int | None = None) -> None:
+        """Register the arm; the batch point it was launched at is used up."""
+        super().register_arm(arm_id, params, hour)
+        if self._queue:
+            x = self.space.encode(params)
+            gaps = [float((q - x).abs().max()) for q in self._queue]
+            best = min(range(len(gaps)), key=gaps.__getitem__)
+            if gaps[best] < 1e-9:
+                self._queue.pop(best)
 
     def _generate(self, k: int, live_arms: list[str], seed: int) -> torch.Tensor:
         raise NotImplementedError

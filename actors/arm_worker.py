@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import ray
 from ray.exceptions import RayError
 
 from actors.options import POSTERIOR_ACTOR_NAME, ArmWorkerOptions
-from hz_ray.backends.base import ArmBackend
+from hz_ray.backends.base import ArmBackend, BackendFactory
 from hz_ray.clock import Clock
 from hz_ray.config import TuningConfig
 from hz_ray.errors import HzRayError, TransientError
@@ -71,9 +71,6 @@ class ActorPosteriorPort:
     def retire(self, slot: int, arm_id: str, reason: str, hour: int) -> bool:
         """See :class:`PosteriorPort`."""
         return self._get(self.handle.retire.remote(slot, arm_id, reason, hour))
-
-
-BackendFactory = Callable[[Clock], ArmBackend]
 
 
 class ArmWorker:

@@ -10,16 +10,14 @@ Nothing here imports torch.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from hz_ray.backends.base import ArmBackend
+from hz_ray.backends.base import ArmBackend, BackendFactory
 from hz_ray.backends.recorded import Publication
 from hz_ray.clock import Clock
 from hz_ray.records import HourlyReading
-
-BackendFactory = Callable[[Clock], ArmBackend]
 
 
 class PlatformHost:

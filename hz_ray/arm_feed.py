@@ -108,19 +108,6 @@ class ArmFeed:
             return f"hour {reading.hour} precedes the arm's launch hour {self.first_hour}"
         return None
 
-    def state(self) -> dict:
-        """JSON-safe state for checkpoints."""
-        return {"arm_id": self.arm_id, "metrics": list(self.metrics),
-                "first_hour": self.first_hour,
-                "received": {str(h): sorted(m) for h, m in self._received.items()}}
-
-    @classmethod
-    def from_state(cls, state: dict) -> ArmFeed:
-        """Rebuild from :meth:`state`."""
-        feed = cls(state["arm_id"], tuple(state["metrics"]), int(state["first_hour"]))
-        feed._received = {int(h): set(m) for h, m in state["received"].items()}
-        return feed
-
 
 def _payload(reading: object) -> dict:
     if isinstance(reading, HourlyReading):

@@ -64,7 +64,6 @@ class LocalScheduler:
         """Run job ``hour`` on every slot; returns the hour's progress record."""
         for runner in self.runners:
             runner.poll(hour)
-            runner.send_retirements(hour)
             runner.send_reports(hour, heartbeat=False)
         self.service.refresh_now()
         for runner in self.runners:

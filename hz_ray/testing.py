@@ -7,21 +7,23 @@ helpers for tests and benchmarks. Nothing here imports Ray or torch.
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from hz_ray.backends.base import ArmBackend
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from hz_ray.backends.base import ArmBackend, BackendFactory
 from hz_ray.clock import Clock
 from hz_ray.errors import TransientError
 from hz_ray.records import HourlyReading, parse_arm_id
-
-BackendFactory = Callable[[Clock], Any]
 
 
 class StragglerBackend:
@@ -216,8 +218,6 @@ class FileDropPlatform:
             self._stop.wait(self.poll_s)
 
     def _read_requests(self, hour: int) -> None:
-        import json
-
         for path in sorted((self.root / "requests").glob("*.json")):
             mtime = path.stat().st_mtime
             if self._seen.get(path) == mtime:
@@ -233,11 +233,6 @@ class FileDropPlatform:
 
     def _publish(self, hour: int) -> None:
         """Write every serving arm's readings of each complete hour before ``hour``."""
-        import random
-
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         for arm_id, (first, params) in list(self.launched.items()):
             last = min(hour, self.stopped.get(arm_id, hour))  # exclusive
             lift = self.lift(params)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Mapping, Protocol, Sequence, runtime_checkable
 
+from hz_ray.clock import Clock
 from hz_ray.records import HourlyReading
 
 
@@ -43,3 +45,8 @@ class GroundTruth(Protocol):
     def true_deltas(self, params: Mapping[str, float]) -> Mapping[str, float]:
         """Return the noise-free relative delta of every metric at ``params``."""
         ...
+
+
+#: Builds a backend on the job clock, in the process that will use it (each Ray
+#: arm worker calls it; it must pickle, the backend need not).
+BackendFactory = Callable[[Clock], ArmBackend]

@@ -609,7 +609,7 @@ class PosteriorService:
             data_pending = any(kind == "deltas" for kind, _ in self._pending)
         if fresh:
             return
-        if data_pending or published is None:
+        if data_pending:
             self.refresh_now()
         with self._gp_lock:
             live, inputs = self._drain()
@@ -663,8 +663,11 @@ class PosteriorService:
 
     # ----------------------------------------------------------- lifecycle
     def finish(self) -> Recommendation:
-        """Drain, rebuild on all data, checkpoint; returns the final readout."""
-        self.refresh_now()
+        """Rebuild on data not yet in the posterior (if any), commit, checkpoint; the readout."""
+        with self._lock:
+            stale = any(kind == "deltas" for kind, _ in self._pending)
+        if stale:
+            self.refresh_now()
         self.commit()
         self.checkpoint_now()
         release_memory()

@@ -9,7 +9,7 @@ import torch
 
 from hz_ray.clock import SimClock
 from hz_ray.local import run_local
-from hz_ray.sim import SimulatedBackend, make_world
+from hz_ray.sim import SimulatedBackend
 from tests.unit.test_local import smooth_job
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))

@@ -181,6 +181,14 @@ class ArmsSpec:
         synchronous: Launch arms in batches and wait until every arm of a
             batch has stopped before the next (the paper's synchronous
             ablation). False (asynchronous slots) is the method.
+        handoff_recommended: At the job's end, keep the recommended arm live
+            on the platform (for a confirmation test) instead of stopping it;
+            it is logged as ``handed_off`` and named in the readout. Every
+            other arm is stopped whatever this says.
+        metric_silence_hours: A modelled metric that no arm has reported for
+            this many job hours after the first launch raises an alarm: the
+            job launches no more arms and says which metric is missing (a
+            misspelled guardrail, say). 0 disables the alarm.
     """
 
     slots: int = 8
@@ -190,6 +198,8 @@ class ArmsSpec:
     contender_stop_share: float = 0.03
     late_data_hours: int = 24
     synchronous: bool = False
+    handoff_recommended: bool = False
+    metric_silence_hours: int = 12
 
     def validate(self, where: str) -> None:
         """Raise ConfigError unless the spec is well-formed."""
@@ -211,6 +221,11 @@ class ArmsSpec:
                  f"{where}.late_data_hours", self.late_data_hours, "an integer >= 0")
         _require(isinstance(self.synchronous, bool), f"{where}.synchronous", self.synchronous,
                  "true or false")
+        _require(isinstance(self.handoff_recommended, bool), f"{where}.handoff_recommended",
+                 self.handoff_recommended, "true or false")
+        _require(_is_int(self.metric_silence_hours) and self.metric_silence_hours >= 0,
+                 f"{where}.metric_silence_hours", self.metric_silence_hours,
+                 "an integer >= 0", "0 disables the missing-metric alarm.")
 
 
 @dataclass(frozen=True)
@@ -325,16 +340,23 @@ class BackendSpec:
         target: ``"simulated:<world>"`` (e.g. ``"simulated:value_model"``) or
             an import path ``"package.module:ClassName"`` of an ArmBackend.
         kwargs: Keyword arguments for the backend's constructor.
+        call_timeout_s: Longest wait, in wall seconds, for one ``launch``,
+            ``fetch`` or ``stop`` call; a call that takes longer counts as
+            failed and is retried (the job never hangs on one platform call).
     """
 
     target: str = "simulated:value_model"
     kwargs: Mapping[str, Any] = field(default_factory=dict)
+    call_timeout_s: float = 30.0
 
     def validate(self, where: str) -> None:
         """Raise ConfigError unless the spec is well-formed."""
         _require(isinstance(self.target, str) and ":" in self.target, f"{where}.target",
                  self.target, "'simulated:<world>' or 'package.module:ClassName'")
         _require(isinstance(self.kwargs, Mapping), f"{where}.kwargs", self.kwargs, "a mapping")
+        _require(_is_number(self.call_timeout_s) and 0 < self.call_timeout_s <= 86_400,
+                 f"{where}.call_timeout_s", self.call_timeout_s,
+                 "a number of seconds in (0, 86400]", "30 suits most platforms.")
 
 
 @dataclass(frozen=True)
@@ -418,7 +440,8 @@ class TuningConfig:
         out["constraints"] = [
             {k: v for k, v in asdict(c).items() if v is not None} for c in self.constraints
         ]
-        out["backend"] = {"target": self.backend.target, "kwargs": dict(self.backend.kwargs)}
+        out["backend"] = {"target": self.backend.target, "kwargs": dict(self.backend.kwargs),
+                          "call_timeout_s": self.backend.call_timeout_s}
         out["parameters"] = [asdict(p) for p in self.parameters]
         out["extra_metrics"] = list(self.extra_metrics)
         return out

@@ -72,6 +72,11 @@ class ActorPosteriorPort:
         """See :class:`PosteriorPort`."""
         return self._get(self.handle.retire.remote(slot, arm_id, reason, hour))
 
+    def transition(self, slot: int, arm_id: str, state: str, hour: int,
+                   detail: str | None = None) -> bool:
+        """See :class:`PosteriorPort`."""
+        return self._get(self.handle.transition.remote(slot, arm_id, state, hour, detail))
+
 
 class ArmWorker:
     """The Ray actor shell of one slot: builds the backend here, then runs the slot loop.
@@ -136,7 +141,8 @@ class ArmWorker:
         settings = self.settings if self.settings is not None else RunnerSettings()
         runner = ArmSlotRunner(self.slot, ActorPosteriorPort(handle, settings.port_timeout_s),
                                self._backend,
-                               self._clock, self.config.arms, self.config.metrics, settings)
+                               self._clock, self.config.arms, self.config.metrics, settings,
+                               call_timeout_s=self.config.backend.call_timeout_s)
         runner.stats.node_id = _node_id()
         self._runner = runner
         return runner.run(hours)

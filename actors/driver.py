@@ -30,12 +30,21 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayError
 from actors.arm_worker import BackendFactory, RunnerSettings, WorkerStats, arm_worker_class
 from actors.options import ArmWorkerOptions, PosteriorActorOptions, job_namespace
 from actors.posterior import start_posterior_actor
+from hz_ray.backends.factory import check_backend_metrics
 from hz_ray.clock import AcceleratedClock, Clock
 from hz_ray.config import BackendSpec, TuningConfig
 from hz_ray.errors import ConfigError, HzRayError, field_error
 from hz_ray.result import RunResult
 from hz_ray.run_folder import RunFolder, check_hours
+from hz_ray.service.endings import (
+    end_job,
+    interrupts_raise,
+    next_hour_in_log,
+    raise_alarm,
+    reconcile_on_resume,
+)
 from hz_ray.service.messages import HourProgress, ServiceStatus
+from hz_ray.service.reconcile import ReconcileReport
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +131,12 @@ class RayDriver:
         self.posterior: Any = None
         self.workers: list[Any] = []
         self.clock: AcceleratedClock | None = None
+        self.next_hour = 0
+        self.hour = 0
+        self.completed = False
+        self.recommended: str | None = None
+        self.end_report: ReconcileReport | None = None
+        self._backend: Any = None
 
     @property
     def job_id(self) -> str:
@@ -140,6 +155,12 @@ class RayDriver:
         """
         if self.folder is None:
             self.folder = RunFolder.open(self.run_dir, self.config, resume=self.resume)
+        self.clock = self._job_clock()
+        backend = self._driver_backend()
+        check_backend_metrics(self.config, backend)
+        if self.resume:  # stop the arms that cannot go on, before any actor writes the log
+            reconcile_on_resume(self.run_dir, self.job_id, self.config, backend,
+                                max(self.next_hour, math.floor(self.clock.now_hours())))
         kwargs: dict[str, Any] = {}
         if self.metrics_port is not None:
             kwargs["metrics_port"] = self.metrics_port
@@ -161,16 +182,25 @@ class RayDriver:
                 timeout=self.startup_timeout_s)
 
     def _job_clock(self) -> AcceleratedClock:
-        """The job clock: the run folder's (a resumed job keeps its hours), else a new one."""
+        """The job clock: the run folder's (a resumed job keeps its hours), else a new one.
+
+        A new job's clock starts when :meth:`run` starts (its epoch is set then).
+        """
         assert self.folder is not None
-        next_hour = ray.get(self.posterior.last_hour.remote(), timeout=60.0) + 1
-        saved = self.folder.saved_clock(next_hour, seconds_per_hour=self.seconds_per_hour)
+        self.next_hour = next_hour_in_log(self.run_dir, self.job_id) if self.resume else 0
+        saved = self.folder.saved_clock(self.next_hour, seconds_per_hour=self.seconds_per_hour)
         if saved is not None:
             assert isinstance(saved, AcceleratedClock)
             return saved
-        clock = AcceleratedClock(self.seconds_per_hour, time.time() + _CLOCK_LEAD_S)
-        self.folder.save_clock(clock)
-        return clock
+        return AcceleratedClock(self.seconds_per_hour, time.time() + _PENDING_EPOCH_S)
+
+    def _start_clock(self) -> AcceleratedClock:
+        """Fix a new job's epoch now (once every actor is up) and record it in the folder."""
+        assert self.folder is not None and self.clock is not None
+        if not (self.run_dir / "clock.json").exists():
+            self.clock = AcceleratedClock(self.seconds_per_hour, time.time() + _CLOCK_LEAD_S)
+            self.folder.save_clock(self.clock)
+        return self.clock
 
     # ----------------------------------------------------------------- run
     def run(self, hours: int,
@@ -187,7 +217,7 @@ class RayDriver:
         Raises:
             HzRayError: A worker failed with an error that retries cannot fix.
         """
-        self.clock = clock = self._job_clock()
+        clock = self._start_clock()
         started = time.time()
         refs = [w.run.remote(clock, hours) for w in self.workers]
         by_ref = {ref: slot for slot, ref in enumerate(refs)}
@@ -199,13 +229,18 @@ class RayDriver:
             if summary is None:
                 continue
             summaries.append(summary)
+            self.hour = hour
             if progress is not None:
                 progress(summary)
+            if summary.alarm is not None:
+                raise_alarm(summary.alarm)
         grace_s = 2 * clock.seconds_per_hour + 120.0
         stats = tuple(self._get(refs, grace_s))
         self._get(self.posterior.finish.remote(), self.startup_timeout_s)
         result: RunResult = self._get(self.posterior.result.remote(), 120.0)
         status: ServiceStatus = self._get(self.posterior.status.remote(), 60.0)
+        self.recommended = result.recommendation.arm_id
+        self.completed = True
         return RayRun(result, stats, status, tuple(summaries), time.time() - started)
 
     def _wait_until(self, clock: AcceleratedClock, hour: float, refs: list[Any],
@@ -250,8 +285,49 @@ class RayDriver:
                              "Check `ray status` and the actors' logs.") from exc
 
     # -------------------------------------------------------------- cleanup
-    def shutdown(self) -> None:
+    def shutdown(self) -> ReconcileReport | None:
+        """Stop the actors, then every arm of the job (from the run folder); release it.
+
+        Returns:
+            What the final stops did (``None`` when the folder was never opened).
+        """
+        try:
+            self._stop_actors()
+        finally:
+            report = self._end_job()
+            if self.folder is not None:
+                self.folder.close()
+                self.folder = None
+        return report
+
+    def _recommended_now(self) -> str | None:
+        if self.recommended is not None or self.posterior is None:
+            return self.recommended
+        try:
+            return ray.get(self.posterior.recommend.remote(), timeout=30.0).arm_id
+        except Exception:  # noqa: BLE001 - an ending must not fail on the readout
+            return None
+
+    def _driver_backend(self) -> Any:
+        """The platform as this process sees it (built once, for the job's own stops)."""
+        if self._backend is None:
+            clock = self.clock or AcceleratedClock(self.seconds_per_hour, time.time())
+            self._backend = self.backend_factory(clock)
+        return self._backend
+
+    def _end_job(self) -> ReconcileReport | None:
+        """Stop every arm the job may have live, with a backend built in this process."""
+        if self.folder is None:
+            return None
+        self.end_report = end_job(self.run_dir, self.job_id, self.config,
+                                  self._driver_backend(), hour=self.hour,
+                                  completed=self.completed, recommended=self.recommended)
+        return self.end_report
+
+    def _stop_actors(self) -> None:
         """Stop the workers and the central actor (by handle)."""
+        if not self.completed:
+            self.recommended = self._recommended_now()
         for worker in self.workers:
             try:
                 ray.kill(worker)
@@ -268,9 +344,6 @@ class RayDriver:
             except Exception:  # noqa: BLE001
                 logger.debug("central actor already gone", exc_info=True)
             self.posterior = None
-        if self.folder is not None:
-            self.folder.close()
-            self.folder = None
 
 
 def connect(address: str | None) -> bool:
@@ -368,9 +441,15 @@ def run_on_ray(
                        runner_settings=runner_settings)
     driver.folder = run_folder
     try:
-        driver.start()
-        return driver.run(hours, progress).result
+        with interrupts_raise():
+            try:
+                driver.start()
+                result = driver.run(hours, progress).result
+            finally:
+                report = driver.shutdown()
+        assert report is not None
+        return dataclasses.replace(result, handed_off=report.handed_off,
+                                   unstopped=tuple(a for a, _ in report.stuck))
     finally:
-        driver.shutdown()
         if owned:
             ray.shutdown()

@@ -76,6 +76,12 @@ class PosteriorActor:
         return self.service.retire(slot, arm_id, reason, hour)
 
     @ray.method(concurrency_group="sample")
+    def transition(self, slot: int, arm_id: str, state: str, hour: int,
+                   detail: str | None = None) -> bool:
+        """See :meth:`PosteriorService.transition`."""
+        return self.service.transition(slot, arm_id, state, hour, detail)
+
+    @ray.method(concurrency_group="sample")
     def slot_state(self, slot: int) -> SlotState:
         """A slot's arms (see :meth:`PosteriorService.slot_state`)."""
         return self.service.slot_state(slot)

@@ -15,29 +15,71 @@ A minimal YAML file::
       - {metric: likes, min_delta: -0.005}    # likes may drop by at most 0.5% vs control
     arms: {slots: 8, min_hours: 2, max_hours: 24}
     optimizer: {seed: 0}
+
+Reading files and mappings lives in :mod:`hz_ray.config_loading`; its
+``load_config`` and ``config_from_mapping`` are importable from here too.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+import reprlib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from hz_ray.errors import ConfigError, field_error
+from hz_ray.lazy import lazy_exports
 
 SCALES = ("linear", "log")
 DIRECTIONS = ("maximize", "minimize")
+MAX_HOURS = 100_000  # about 11 years: an upper bound on every hour count
+MAX_SEED = 2**63 - 1  # torch generators take seeds up to 2**64 - 1
+
+
+class _ClippedRepr(reprlib.Repr):
+    """``repr`` bounded in length, depth and digits (values shown in error messages)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxstring = self.maxother = 80
+        self.maxlist = self.maxtuple = self.maxset = self.maxfrozenset = self.maxdeque = 8
+        self.maxdict = 6
+        self.maxlevel = 3
+
+    def repr_int(self, x: int, level: int) -> str:  # noqa: D102 - reprlib's hook
+        if x.bit_length() > 128:  # repr() of a 4301-digit int raises
+            return f"<an integer of about {int(x.bit_length() * math.log10(2)) + 1} digits>"
+        return super().repr_int(x, level)
+
+
+class _Shown:
+    """A value as an error message shows it (its clipped repr)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, value: object) -> None:
+        self.text = _CLIPPED.repr(value)
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+_CLIPPED = _ClippedRepr()
 
 
 def _require(ok: bool, where: str, value: object, constraint: str, hint: str = "") -> None:
     if not ok:
-        raise field_error(ConfigError, where, value, constraint, hint)
+        raise field_error(ConfigError, where, _Shown(value), constraint, hint)
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond the float range
+        return False
 
 
 def _is_int(value: object) -> bool:
@@ -205,11 +247,13 @@ class ArmsSpec:
         """Raise ConfigError unless the spec is well-formed."""
         _require(_is_int(self.slots) and 1 <= self.slots <= 10_000, f"{where}.slots",
                  self.slots, "an integer in [1, 10000]")
-        _require(_is_int(self.min_hours) and self.min_hours >= 1, f"{where}.min_hours",
-                 self.min_hours, "an integer >= 1")
+        _require(_is_int(self.min_hours) and 1 <= self.min_hours <= MAX_HOURS,
+                 f"{where}.min_hours", self.min_hours, f"an integer in [1, {MAX_HOURS}]")
         _require(_is_int(self.max_hours) and self.max_hours >= self.min_hours,
                  f"{where}.max_hours", self.max_hours,
                  f"an integer >= min_hours ({self.min_hours})")
+        _require(self.max_hours <= MAX_HOURS, f"{where}.max_hours", self.max_hours,
+                 f"an integer <= {MAX_HOURS}")
         _require(_is_number(self.guardrail_stop_probability)
                  and 0 <= self.guardrail_stop_probability < 0.5,
                  f"{where}.guardrail_stop_probability", self.guardrail_stop_probability,
@@ -217,15 +261,17 @@ class ArmsSpec:
         _require(_is_number(self.contender_stop_share) and 0 <= self.contender_stop_share < 1,
                  f"{where}.contender_stop_share", self.contender_stop_share,
                  "a share in [0, 1)", "0 disables stops of arms that cannot win.")
-        _require(_is_int(self.late_data_hours) and self.late_data_hours >= 0,
-                 f"{where}.late_data_hours", self.late_data_hours, "an integer >= 0")
+        _require(_is_int(self.late_data_hours) and 0 <= self.late_data_hours <= MAX_HOURS,
+                 f"{where}.late_data_hours", self.late_data_hours,
+                 f"an integer in [0, {MAX_HOURS}]")
         _require(isinstance(self.synchronous, bool), f"{where}.synchronous", self.synchronous,
                  "true or false")
         _require(isinstance(self.handoff_recommended, bool), f"{where}.handoff_recommended",
                  self.handoff_recommended, "true or false")
-        _require(_is_int(self.metric_silence_hours) and self.metric_silence_hours >= 0,
+        _require(_is_int(self.metric_silence_hours)
+                 and 0 <= self.metric_silence_hours <= MAX_HOURS,
                  f"{where}.metric_silence_hours", self.metric_silence_hours,
-                 "an integer >= 0", "0 disables the missing-metric alarm.")
+                 f"an integer in [0, {MAX_HOURS}]", "0 disables the missing-metric alarm.")
 
 
 @dataclass(frozen=True)
@@ -304,13 +350,13 @@ class OptimizerSpec:
 
     def validate(self, where: str) -> None:
         """Raise ConfigError unless the spec is well-formed."""
-        _require(_is_int(self.seed) and self.seed >= 0, f"{where}.seed", self.seed,
-                 "an integer >= 0")
+        _require(_is_int(self.seed) and 0 <= self.seed <= MAX_SEED, f"{where}.seed", self.seed,
+                 "an integer in [0, 2**63 - 1]")
         for attr, lo, hi in (("bucket_size", 1, 100_000), ("thompson_draws", 1, 1_000_000),
                              ("proposals", 1, 1_000_000), ("proposal_draws", 1, 10_000),
                              ("proposal_features", 2, 100_000),
                              ("max_proposals_added", 1, 1000), ("refit_min_new_points", 1, 10**6),
-                             ("recommend_min_hours", 1, 10**6)):
+                             ("recommend_min_hours", 1, MAX_HOURS)):
             value = getattr(self, attr)
             _require(_is_int(value) and lo <= value <= hi, f"{where}.{attr}", value,
                      f"an integer in [{lo}, {hi}]")
@@ -332,6 +378,16 @@ class OptimizerSpec:
                  f"{where}.feasibility_threshold", self.feasibility_threshold, "in [0.5, 1)")
 
 
+def is_backend_target(target: object) -> bool:
+    """Whether ``target`` reads ``simulated:<world>`` or ``dotted.module:ClassName``."""
+    if not isinstance(target, str) or ":" not in target:
+        return False
+    module, _, name = target.partition(":")
+    if module == "simulated":
+        return bool(name)
+    return all(part.isidentifier() for part in module.split(".")) and name.isidentifier()
+
+
 @dataclass(frozen=True)
 class BackendSpec:
     """Which backend to drive: a built-in world name or ``module:Class``.
@@ -351,9 +407,11 @@ class BackendSpec:
 
     def validate(self, where: str) -> None:
         """Raise ConfigError unless the spec is well-formed."""
-        _require(isinstance(self.target, str) and ":" in self.target, f"{where}.target",
-                 self.target, "'simulated:<world>' or 'package.module:ClassName'")
-        _require(isinstance(self.kwargs, Mapping), f"{where}.kwargs", self.kwargs, "a mapping")
+        _require(is_backend_target(self.target), f"{where}.target", self.target,
+                 "'simulated:<world>' or 'package.module:ClassName'",
+                 "The module part is a dotted Python name, the class part an identifier.")
+        _require(isinstance(self.kwargs, Mapping) and all(isinstance(k, str) for k in self.kwargs),
+                 f"{where}.kwargs", self.kwargs, "a mapping keyed by argument names")
         _require(_is_number(self.call_timeout_s) and 0 < self.call_timeout_s <= 86_400,
                  f"{where}.call_timeout_s", self.call_timeout_s,
                  "a number of seconds in (0, 86400]", "30 suits most platforms.")
@@ -413,6 +471,7 @@ class TuningConfig:
             _require(fixed in names, "optimizer.hold_fixed", fixed, f"one of {names}")
             _require(len(names) >= 2, "optimizer.hold_fixed", fixed,
                      "unset when only one parameter is tuned")
+        _check_memory(self)
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -447,99 +506,124 @@ class TuningConfig:
         return out
 
 
-def _build(cls: type, raw: object, where: str) -> Any:
-    """Build a flat dataclass from a mapping, rejecting unknown keys."""
-    if raw is None:
-        return cls()
-    _require(isinstance(raw, Mapping), where, raw, "a mapping")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(raw) - known)  # type: ignore[arg-type]
-    _require(not unknown, where, unknown, f"made of known keys {sorted(known)}",
-             "Check the spelling of the key.")
-    try:
-        return cls(**raw)  # type: ignore[arg-type]
-    except TypeError as exc:
-        raise ConfigError(f"{where!r} is incomplete: {exc}.",
-                          f"Required keys of {where}: see the README's config section.") from exc
+# ----------------------------------------------------------------- memory of one selection
+
+#: Largest estimated peak memory of one selection (:func:`estimate_plan_bytes`), bytes.
+MEMORY_CAP_BYTES = 2 * 1024**3
+#: Arms assumed by the estimate: GP training points and candidates (a few-day job has fewer).
+ESTIMATE_ARMS = 512
+# Mirrors of the optimiser's constants (importing them would load torch; a test checks them).
+EXACT_SAMPLE_LIMIT = 1024  # hz_ray.surrogate: exact draws up to this many points
+PATHWISE_NUM_FEATURES = 1024  # hz_ray.surrogate: Fourier features of the plan's pathwise draws
+REFINE_POINTS = 64  # hz_ray.thompson: perturbations per draw and local-search round
+CERTIFY_POINTS = 128  # hz_ray.optimizer: perturbations of the certifiable-optimum search
+# BoTorch's posterior at N points holds about six N x N float64 matrices at its peak
+# (covariance, its factors and copies; measured: 1.6 GB more peak memory at N = 6000).
+_POSTERIOR_SQUARES = 6
+# Random Fourier features of N points peak at about 2.5 N x F matrices (projection, cos, sin,
+# their concatenation; measured at N = 60000, F = 512 and 1024).
+_FEATURE_COPIES = 3
+SIZE_KNOBS = ("thompson_draws", "proposals", "proposal_draws", "proposal_features",
+              "bucket_size")
 
 
-def config_from_mapping(raw: Mapping[str, Any]) -> TuningConfig:
-    """Build and validate a :class:`TuningConfig` from a plain mapping.
-
-    Args:
-        raw: Parsed YAML/JSON. ``objective`` may be ``{metric: m}`` (weight 1)
-            or ``{weights: {...}}`` with an optional ``direction``.
-
-    Returns:
-        The validated config.
-
-    Raises:
-        ConfigError: On any missing, unknown or out-of-range field.
-    """
-    _require(isinstance(raw, Mapping), "config", type(raw).__name__, "a mapping")
-    top_keys = {"name", "parameters", "objective", "constraints", "arms", "optimizer",
-                "backend", "extra_metrics"}
-    unknown = sorted(set(raw) - top_keys)
-    _require(not unknown, "config", unknown, f"made of known keys {sorted(top_keys)}")
-    params_raw = raw.get("parameters")
-    _require(isinstance(params_raw, Sequence) and not isinstance(params_raw, str)
-             and len(params_raw) > 0, "parameters", params_raw, "a non-empty list")
-    parameters = tuple(_build(ParameterSpec, p, f"parameters[{i}]")
-                       for i, p in enumerate(params_raw))
-    obj_raw = raw.get("objective")
-    _require(isinstance(obj_raw, Mapping), "objective", obj_raw, "a mapping",
-             "Write objective: {metric: views}.")
-    obj_raw = dict(obj_raw)
-    if "metric" in obj_raw:
-        _require("weights" not in obj_raw, "objective", obj_raw,
-                 "either 'metric' or 'weights', not both")
-        obj_raw["weights"] = {obj_raw.pop("metric"): 1.0}
-    objective = _build(ObjectiveSpec, obj_raw, "objective")
-    cons_raw = raw.get("constraints") or []
-    _require(isinstance(cons_raw, Sequence) and not isinstance(cons_raw, str), "constraints",
-             cons_raw, "a list")
-    constraints = tuple(_build(ConstraintSpec, c, f"constraints[{i}]")
-                        for i, c in enumerate(cons_raw))
-    extra = raw.get("extra_metrics") or ()
-    _require(isinstance(extra, Sequence) and not isinstance(extra, str)
-             and all(isinstance(m, str) and m for m in extra), "extra_metrics", extra,
-             "a list of metric names")
-    kwargs: dict[str, Any] = {
-        "parameters": parameters, "objective": objective, "constraints": constraints,
-        "arms": _build(ArmsSpec, raw.get("arms"), "arms"),
-        "optimizer": _build(OptimizerSpec, raw.get("optimizer"), "optimizer"),
-        "backend": _build(BackendSpec, raw.get("backend"), "backend"),
-        "extra_metrics": tuple(extra),
-    }
-    if "name" in raw:
-        kwargs["name"] = raw["name"]
-    return TuningConfig(**kwargs)
+def _draws(N: int, K: int, m: int, c: int, n: int, F: int) -> int:
+    """Float64 elements at the peak of ``PosteriorSnapshot.sample`` plus the picks."""
+    if N <= EXACT_SAMPLE_LIMIT:  # one metric at a time: the posterior at N points; z, z L^T
+        one = _POSTERIOR_SQUARES * N * N + 2 * K * N
+    else:  # pathwise: features N x F, cross-covariance N x n, f and f^T; K x F weights; n x K
+        one = _FEATURE_COPIES * N * F + N * n + 2 * K * N + K * F + 3 * n * K
+    # The earlier metrics' draws stay while one is drawn; then the stacked K x N x m draws,
+    # their copy (the control zeroed), G d (c K N twice) and four K x N scores and masks.
+    return max((m - 1) * K * N + one, 2 * m * K * N + (2 * c + 4) * K * N)
 
 
-def load_config(source: str | Path | Mapping[str, Any]) -> TuningConfig:
-    """Load a tuning config from a YAML file, or validate a mapping.
+def _refined(C: int, D: int, F: int, m: int, c: int, n: int, d: int) -> int:
+    """Float64 elements at the peak of refined proposals (pathwise draws, local search)."""
+    R = REFINE_POINTS
+    kept = m * (D * F + n * D)  # every metric's path weights D x F and alpha n x D
+    return kept + max(
+        _FEATURE_COPIES * n * F + 2 * n * D + 2 * n * n,  # building one metric's paths
+        (m - 1) * D * C + _FEATURE_COPIES * C * F + C * n + 2 * C * D,  # one metric at C points
+        2 * m * D * C + (2 * c + 4) * D * C,  # the stacked draws and their picks
+        m * D * C + D * R * (_FEATURE_COPIES * F + n + 4 + d) + 2 * m * D * R,  # a search round
+    )
+
+
+def estimate_plan_bytes(config: TuningConfig, *, optimizer: OptimizerSpec | None = None,
+                        num_arms: int = ESTIMATE_ARMS) -> int:
+    """Estimated peak memory of one Thompson selection (``Optimizer.plan``), in bytes.
+
+    Counts the float64 tensors that grow with the size knobs (:data:`SIZE_KNOBS`), by
+    phase, and returns the largest phase: Algorithm 3's proposals (``B + n + proposals``
+    candidates, ``proposal_draws`` draws, ``proposal_features`` features when refined,
+    ``REFINE_POINTS`` perturbations per draw), the plan (``thompson_draws`` draws at the
+    control, bucket, arms and added proposals; exact draws up to ``EXACT_SAMPLE_LIMIT``
+    points, else pathwise) and the certifiable-optimum search. Checked against the peak
+    memory one plan adds (no arms, thousands of draws or proposals): within about 25%.
+    Not counted: the GP fits (``n x n`` per metric), the models and the interpreter, so
+    this is meant to catch configs that cannot fit, not to size a machine. The
+    contender-stop plan (``CONTENDER_DRAWS`` draws, no proposals) is never the largest.
 
     Args:
-        source: A path to a YAML file, or an already parsed mapping.
+        config: The job (metrics, constraints and parameters count).
+        optimizer: Knobs to estimate instead of ``config.optimizer``.
+        num_arms: Arms ``n`` assumed (training points, and candidates).
 
     Returns:
-        The validated config.
-
-    Raises:
-        ConfigError: When the file is missing, is not valid YAML, or any field
-            is invalid.
+        Bytes.
     """
-    if isinstance(source, Mapping):
-        return config_from_mapping(source)
-    import yaml
+    opt = config.optimizer if optimizer is None else optimizer
+    m, c, d, n = len(config.metrics), len(config.constraints), len(config.parameters), num_arms
+    B, K, D = opt.bucket_size, opt.thompson_draws, opt.proposal_draws
+    added = opt.max_proposals_added if opt.proposal_probability > 0 else 0
+    plan_points = 1 + B + n + added  # the control, bucket, arms and added proposals
+    phases = [_draws(plan_points, K, m, c, n, PATHWISE_NUM_FEATURES)]
+    if opt.certify_share > 0:  # mean and variance at every candidate, then a local search
+        phases.append(_POSTERIOR_SQUARES * max(plan_points, CERTIFY_POINTS) ** 2
+                      + (n + 2 * m) * plan_points)
+    if opt.proposal_probability > 0:
+        C = B + n + opt.proposals
+        phases.append(_refined(C, D, opt.proposal_features, m, c, n, d) if opt.refine_proposals
+                      else _draws(C, D, m, c, n, PATHWISE_NUM_FEATURES))
+        phases[-1] += C * d  # the proposals themselves
+    return 8 * (max(phases) + plan_points * d)
 
-    path = Path(source)
-    if not path.is_file():
-        raise field_error(ConfigError, "path", str(path), "an existing YAML file",
-                          "Check the path; see examples/ for templates.")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{str(path)!r} is not valid YAML: {exc}.",
-                          "Fix the syntax at the line shown.") from exc
-    return config_from_mapping(raw)
+
+def _largest_fitting(config: TuningConfig, knob: str) -> int | None:
+    """The largest value of one knob (the others as set) whose estimate fits the cap."""
+    opt = config.optimizer
+    lo, hi = 1, getattr(opt, knob) - 1  # every value in [1, lo] fits once lo is checked
+    if estimate_plan_bytes(config, optimizer=replace(opt, **{knob: lo})) > MEMORY_CAP_BYTES:
+        return None
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        fits = estimate_plan_bytes(config, optimizer=replace(opt, **{knob: mid}))
+        lo, hi = (mid, hi) if fits <= MEMORY_CAP_BYTES else (lo, mid - 1)
+    return lo
+
+
+def _check_memory(config: TuningConfig) -> None:
+    """Raise ConfigError when one selection would need more than :data:`MEMORY_CAP_BYTES`."""
+    need = estimate_plan_bytes(config)
+    if need <= MEMORY_CAP_BYTES:
+        return
+    opt = config.optimizer
+    options = {k: _largest_fitting(config, k) for k in SIZE_KNOBS}
+    fixes = {k: v for k, v in options.items() if v is not None}
+    # The knob that a single, relatively smallest cut brings within the cap.
+    knob = min(fixes, key=lambda k: getattr(opt, k) / fixes[k]) if fixes else "thompson_draws"
+    others = ", ".join(f"{k}={getattr(opt, k)}" for k in SIZE_KNOBS if k != knob)
+    hint = (f"Lower optimizer.{knob} to <= {fixes[knob]} at {others}" if fixes else
+            f"Lower the sizes ({others})")
+    raise field_error(
+        ConfigError, f"optimizer.{knob}", getattr(opt, knob),
+        f"small enough that one selection fits in {MEMORY_CAP_BYTES / 2**30:.1f} GiB "
+        f"(estimated {need / 2**30:.2f} GiB for {len(config.metrics)} metrics and "
+        f"{ESTIMATE_ARMS} arms)", hint + " (hz_ray.config.estimate_plan_bytes).")
+
+
+#: ``load_config`` and ``config_from_mapping`` live in hz_ray.config_loading, which
+#: imports this module; they are re-exported here on first use (PEP 562).
+__getattr__, __dir__ = lazy_exports(__name__, globals(), {
+    "load_config": "hz_ray.config_loading", "config_from_mapping": "hz_ray.config_loading"})

@@ -60,10 +60,13 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from hz_ray.errors import ConfigError, InputDataError, StateError, field_error
-from hz_ray.records import ArmEstimate, HourlyDelta, HourlyReading
+from hz_ray.errors import ConfigError, HzRayError, InputDataError, StateError, field_error
+from hz_ray.records import ArmEstimate, GroupStats, HourlyDelta, HourlyReading
 
-__all__ = ["DeltaSummary", "aggregate", "delta_moments", "reading_to_delta"]
+__all__ = [
+    "MAX_UNITS", "DeltaSummary", "Shown", "aggregate", "check_ratio_domain", "delta_moments",
+    "normalize_reading", "reading_to_delta",
+]
 
 
 def delta_moments(
@@ -104,6 +107,11 @@ def delta_moments(
 def reading_to_delta(reading: HourlyReading) -> HourlyDelta:
     """Turn one hourly reading into the relative delta of its test group vs control.
 
+    The reading is first re-validated field by field with :func:`normalize_reading`
+    (a reading that was unpickled, or built with ``object.__new__``, skipped
+    :class:`~hz_ray.records.HourlyReading`'s own checks), then held to the domain
+    of the relative delta (see :func:`check_ratio_domain`).
+
     Args:
         reading: Test and control group statistics of one arm, metric and hour.
 
@@ -114,41 +122,273 @@ def reading_to_delta(reading: HourlyReading) -> HourlyDelta:
         control's share of the variance, ``control_var`` (``None`` with ``var``).
 
     Raises:
-        InputDataError: ``reading`` is not an :class:`HourlyReading`, or the
-            delta is not finite (a control mean so close to zero that the ratio
-            overflows).
+        InputDataError: ``reading`` is not an :class:`HourlyReading`, a field is
+            missing or of the wrong type (``n = 0``, a string mean, ``None``), a
+            mean is outside the ratio's domain, or the delta is not finite (a
+            control mean so close to zero that the ratio overflows). Nothing
+            else is ever raised.
     """
-    if not isinstance(reading, HourlyReading):
-        raise field_error(
-            InputDataError, "reading", type(reading).__name__, "an HourlyReading",
-            "Build readings with hz_ray.records.HourlyReading(...).",
-        )
+    clean = normalize_reading(reading)
+    check_ratio_domain(clean)
+    try:
+        return _delta_of(clean)
+    except HzRayError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - arithmetic on validated floats; kept typed
+        raise InputDataError(
+            f"The delta of {_where(clean)} could not be computed: {type(exc).__name__}.",
+            "Drop or repair the reading at its source.",
+        ) from exc
+
+
+def _delta_of(reading: HourlyReading) -> HourlyDelta:
+    """The delta of a normalized, in-domain reading (every field an exact builtin)."""
     test, control = reading.test, reading.control
-    b = float(control.mean)
-    var_b = None if control.var is None else float(control.var) / control.n
-    _check_ratio_part(reading, "test.mean / control.mean", float(test.mean) / b)
+    b = control.mean
+    var_b = None if control.var is None else control.var / control.n
+    _check_ratio_part(reading, "test.mean / control.mean", test.mean / b)
     if var_b is not None:
         _check_ratio_part(reading, "control.var / control.n / control.mean**2", var_b / b / b)
     mean, var = delta_moments(
-        float(test.mean), None if test.var is None else float(test.var) / test.n, b, var_b
+        test.mean, None if test.var is None else test.var / test.n, b, var_b
     )
     _check_ratio_part(reading, "delta.mean", mean)
     control_var = None
     if var is not None:
         _check_ratio_part(reading, "delta.var", var)
-        control_var = (mean + 1.0) ** 2 * var_b / b / b
+        control_var = (mean + 1.0) * (mean + 1.0) * var_b / b / b
+        _check_ratio_part(reading, "delta.control_var", control_var)
     return HourlyDelta(
         arm_id=reading.arm_id, metric=reading.metric, hour=reading.hour,
         mean=mean, var=var, n=test.n, control_var=control_var,
     )
 
 
+#: Most units one group may report in one hour: 2**53, so that unit counts, and
+#: the N-weighted sums built from them, stay exact as floats.
+MAX_UNITS = 2**53
+
+_REPAIR = "Drop or repair the reading at its source."
+
+
+def normalize_reading(reading: object) -> HourlyReading:
+    """Re-validate a reading field by field; return a copy made of exact builtins.
+
+    Readings that crossed a process boundary (unpickled) or were built with
+    ``object.__new__`` skipped :class:`~hz_ray.records.HourlyReading`'s checks, and
+    a field may hold anything. This reads each field once, converts subclasses of
+    ``str``, ``int`` and ``float`` (e.g. ``numpy.float64``) to the exact builtin,
+    so later comparisons and arithmetic cannot run a subclass's own methods, and
+    checks what :class:`~hz_ray.records.GroupStats` checks: finite means and
+    variances, variances >= 0 or ``None``, unit counts ``n`` integers in
+    ``[1, MAX_UNITS]`` (``bool`` is not a count).
+
+    Args:
+        reading: The object to check.
+
+    Returns:
+        A new :class:`HourlyReading` equal in value to ``reading``.
+
+    Raises:
+        InputDataError: The object is not an :class:`HourlyReading`, or a field
+            is missing, of the wrong type or out of range; the message names the
+            field and the value. Nothing else is ever raised.
+    """
+    if not isinstance(reading, HourlyReading):
+        raise field_error(
+            InputDataError, "reading", type(reading).__name__, "an HourlyReading",
+            "Build readings with hz_ray.records.HourlyReading(...).",
+        )
+    try:
+        arm_id = _text(_attr(reading, "arm_id"), "arm_id")
+        hour = _hour_index(_attr(reading, "hour"), "hour")
+        metric = _text(_attr(reading, "metric"), "metric")
+        groups = []
+        for name in ("test", "control"):
+            stats = _attr(reading, name)
+            if not isinstance(stats, GroupStats):
+                raise field_error(InputDataError, name, Shown.of(stats), "a GroupStats", _REPAIR)
+            mean = _finite(_attr(stats, "mean", name), f"{name}.mean", optional=False)
+            var = _finite(_attr(stats, "var", name), f"{name}.var", optional=True)
+            if var is not None and var < 0:
+                raise field_error(InputDataError, f"{name}.var", var, "a variance >= 0 or None",
+                                  "Report the per-unit variance, or None when it is unknown.")
+            n = _unit_count(_attr(stats, "n", name), f"{name}.n")
+            groups.append(GroupStats(mean, var, n))
+        return HourlyReading(arm_id, hour, metric, groups[0], groups[1])
+    except HzRayError as exc:
+        if isinstance(exc, InputDataError):
+            raise
+        raise InputDataError(exc.message, exc.hint) from exc
+    except Exception as exc:  # noqa: BLE001 - an odd object must not escape untyped
+        raise InputDataError(
+            f"The reading could not be read: {type(exc).__name__} {Shown.text_of(exc)}.",
+            _REPAIR,
+        ) from exc
+
+
+def check_ratio_domain(reading: HourlyReading) -> None:
+    """Hold a normalized reading to the domain of the relative delta ``a / b - 1``.
+
+    hz-ray's metrics are per-unit means of counts and durations (views, likes,
+    watch seconds per user), so every unit's value is >= 0 and:
+
+    - the control mean ``b`` must be > 0: the ratio needs a positive reference;
+      a negative one flips the sign of the lift (a test mean of 1 against a
+      control mean of -0.98 reads as -203%);
+    - the test mean ``a`` must be >= 0. ``a = 0`` is a legitimate hour without
+      activity (all test units had none; common for sparse metrics and small
+      groups) and gives the delta -1 (-100%). It is kept, not rejected: dropping
+      exactly the hours with ``a = 0`` while keeping those with small ``a > 0``
+      would truncate the sampling distribution of ``a`` and bias the arm's
+      aggregate upwards (+58% for a metric with one expected event per test
+      group and hour). Since all units are 0, such an hour's test variance must
+      then be 0 (or unknown).
+
+    Args:
+        reading: A reading returned by :func:`normalize_reading`.
+
+    Raises:
+        InputDataError: Naming the field, the value and the rule.
+    """
+    hint = ("The relative delta X/X0 - 1 is defined for metrics >= 0 (per-unit counts "
+            "and durations) against a positive control mean; fix the export or drop "
+            "this metric.")
+    control, test = reading.control, reading.test
+    if not control.mean > 0:
+        raise field_error(InputDataError, "control.mean", control.mean, "> 0", hint)
+    if not test.mean >= 0:
+        raise field_error(InputDataError, "test.mean", test.mean, ">= 0", hint)
+    if test.mean == 0 and test.var is not None and test.var != 0:
+        raise field_error(
+            InputDataError, "test.var", test.var, "0 (or None) when test.mean is 0",
+            "A mean of 0 over units whose values are >= 0 means every unit was 0.",
+        )
+
+
+class Shown:
+    """A value's ``repr``, computed once, safely and cut short, for error messages.
+
+    ``field_error`` formats the offending value with ``repr``; an odd object's
+    ``repr`` may raise, or be megabytes long. Wrapping it in :meth:`of` keeps the
+    message safe.
+    """
+
+    __slots__ = ("text",)
+    LIMIT = 120
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+    @classmethod
+    def of(cls, value: object) -> Shown:
+        """Wrap ``value``'s repr (or a placeholder when its repr fails)."""
+        return cls(cls.repr_of(value))
+
+    @classmethod
+    def repr_of(cls, value: object) -> str:
+        """``repr(value)`` cut to about :attr:`LIMIT` characters; never raises."""
+        try:
+            text = repr(value)
+            if not isinstance(text, str):
+                raise TypeError
+            text = str.__str__(text)
+        except Exception:  # noqa: BLE001 - any repr may fail
+            text = f"<{_type_name(value)} object with a failing repr>"
+        if len(text) > cls.LIMIT:
+            text = text[: cls.LIMIT - 20] + "..." + text[-10:]
+        return text
+
+    @classmethod
+    def text_of(cls, value: object) -> str:
+        """``str(value)`` cut short (e.g. an exception's text); never raises."""
+        try:
+            text = str(value)
+            text = str.__str__(text) if isinstance(text, str) else ""
+        except Exception:  # noqa: BLE001
+            text = ""
+        return text if len(text) <= cls.LIMIT else text[: cls.LIMIT] + "..."
+
+
+def _type_name(value: object) -> str:
+    try:
+        name = type(value).__name__
+        return name if type(name) is str else "object"
+    except Exception:  # noqa: BLE001
+        return "object"
+
+
+def _attr(obj: object, name: str, owner: str | None = None) -> object:
+    where = name if owner is None else f"{owner}.{name}"
+    try:
+        return getattr(obj, name)
+    except Exception as exc:  # noqa: BLE001 - missing (object.__new__) or a failing property
+        raise InputDataError(f"{where!r} is missing or unreadable ({type(exc).__name__}).",
+                             _REPAIR) from None
+
+
+def _text(value: object, where: str) -> str:
+    if not isinstance(value, str):
+        raise field_error(InputDataError, where, Shown.of(value), "a non-empty string", _REPAIR)
+    text = str.__str__(value)
+    if not text:
+        raise field_error(InputDataError, where, text, "a non-empty string", _REPAIR)
+    return text
+
+
+def _hour_index(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise field_error(InputDataError, where, Shown.of(value), "an integer hour index >= 0",
+                          _REPAIR)
+    hour = int.__index__(value)
+    if hour < 0:
+        raise field_error(InputDataError, where, hour, "an integer hour index >= 0", _REPAIR)
+    return hour
+
+
+def _finite(value: object, where: str, *, optional: bool) -> float | None:
+    what = "a finite number or None" if optional else "a finite number"
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise field_error(InputDataError, where, Shown.of(value), what,
+                          "Drop or repair the reading at its source; NaN and inf cannot be "
+                          "modelled.")
+    try:
+        number = float(int.__index__(value)) if isinstance(value, int) else float.__float__(value)
+    except OverflowError:
+        raise field_error(InputDataError, where, Shown.of(value), what + " (float range)",
+                          _REPAIR) from None
+    if not math.isfinite(number):
+        raise field_error(InputDataError, where, number, what,
+                          "Drop or repair the reading at its source; NaN and inf cannot be "
+                          "modelled.")
+    return number
+
+
+def _unit_count(value: object, where: str) -> int:
+    what = f"an integer unit count in [1, 2**53 = {MAX_UNITS}]"
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise field_error(InputDataError, where, Shown.of(value), what,
+                          "Skip hours in which the group had no units.")
+    n = int.__index__(value)
+    if not 1 <= n <= MAX_UNITS:
+        raise field_error(InputDataError, where, Shown.of(n), what,
+                          "Skip hours in which the group had no units.")
+    return n
+
+
+def _where(reading: HourlyReading) -> str:
+    return f"arm {reading.arm_id!r}, metric {reading.metric!r}, hour {reading.hour}"
+
+
 def _check_ratio_part(reading: HourlyReading, name: str, value: float) -> None:
     if not math.isfinite(value):
         raise field_error(
-            InputDataError,
-            f"{name} (arm {reading.arm_id!r}, metric {reading.metric!r}, hour {reading.hour})",
-            value, "finite",
+            InputDataError, f"{name} ({_where(reading)})", value, "finite",
             f"The control mean {reading.control.mean!r} is too close to zero for a relative "
             "delta. Aggregate this metric over more units or drop it.",
         )

@@ -24,8 +24,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from hz_ray.delta import aggregate
+from hz_ray.delta import Shown, aggregate
 from hz_ray.errors import ConfigError, InputDataError, StateError, field_error
+from hz_ray.reading_checks import delta_payload, screen_delta
 from hz_ray.records import ArmEstimate, HourlyDelta
 
 __all__ = ["ArmInfo", "IngestResult", "Ledger", "RejectedRecord", "SCHEMA_VERSION"]
@@ -60,10 +61,24 @@ class ArmInfo:
 
 @dataclass(frozen=True)
 class RejectedRecord:
-    """A delta the ledger refused, with the reason."""
+    """An item the ledger refused, with the reason.
 
-    record: HourlyDelta
+    Exactly one of ``record`` and ``raw`` is set.
+
+    Attributes:
+        record: The refused delta when its fields are valid (an unknown arm or
+            metric, a conflicting restatement): the item itself, or a copy of
+            exact builtins when its fields were subclasses (e.g. ``numpy.float64``).
+            ``None`` when the item is not a valid :class:`HourlyDelta`.
+        reason: Why it was refused: the field, the value and the rule.
+        raw: When ``record`` is ``None``: the item as strict-JSON data
+            (:func:`hz_ray.reading_checks.delta_payload`; non-finite numbers
+            as ``"nan"``/``"inf"``/``"-inf"``), else ``None``.
+    """
+
+    record: HourlyDelta | None
     reason: str
+    raw: Any = None
 
 
 @dataclass(frozen=True)
@@ -218,10 +233,15 @@ class Ledger:
     def ingest(self, deltas: Iterable[HourlyDelta]) -> IngestResult:
         """Accept new hourly deltas; idempotent per ``(arm_id, metric, hour)``.
 
-        Each record is judged on its own: unknown arm, unknown metric, or the
-        key already accepted with other values -> rejected with a reason; the
-        key already accepted with the same values -> counted as a duplicate;
-        otherwise accepted. Late records of retired arms are accepted.
+        Each item is judged on its own by
+        :func:`hz_ray.reading_checks.screen_delta` and then by its key: not an
+        :class:`HourlyDelta`, an invalid field (an unpickled delta skips its own
+        checks: NaN, ``n = 0``, a string), an unknown arm (register it first) or
+        an unknown metric -> rejected with a reason; the key already accepted
+        with other values -> rejected, the first accepted value stands (the
+        reason names both values); the key already accepted with the same
+        values -> counted as a duplicate; otherwise accepted. Late records of
+        retired arms are accepted. No item of any type makes this raise.
 
         Args:
             deltas: The records, in any order.
@@ -230,23 +250,28 @@ class Ledger:
             The :class:`IngestResult`.
 
         Raises:
-            InputDataError: An item is not an :class:`HourlyDelta` (checked
-                before anything is ingested, so the ledger is unchanged).
+            InputDataError: ``deltas`` itself is not iterable, or iterating it
+                fails (nothing is ingested then).
         """
-        items = list(deltas)
-        for index, item in enumerate(items):
-            if not isinstance(item, HourlyDelta):
-                raise field_error(
-                    InputDataError, f"deltas[{index}]", type(item).__name__, "an HourlyDelta",
-                    "Convert readings with hz_ray.delta.reading_to_delta first.",
-                )
+        try:
+            items = list(deltas)
+        except Exception as exc:  # noqa: BLE001 - the argument, not an item, is wrong
+            raise field_error(
+                InputDataError, "deltas", Shown.of(deltas), "an iterable of HourlyDelta",
+                f"Iterating it failed with {type(exc).__name__}; pass a list of deltas.",
+            ) from exc
         accepted: list[HourlyDelta] = []
         rejected: list[RejectedRecord] = []
         duplicates = 0
-        for delta in items:
-            reason = self._rejection(delta)
-            if reason is not None:
-                rejected.append(RejectedRecord(delta, reason))
+        for item in items:
+            screened = screen_delta(item, known_arms=self._arms, metrics=self._metrics)
+            delta = screened.delta
+            if delta is None:
+                rejected.append(RejectedRecord(None, screened.reason or "invalid",
+                                               delta_payload(item)))
+                continue
+            if screened.reason is not None:
+                rejected.append(RejectedRecord(delta, screened.reason))
                 continue
             by_hour = self._records[delta.arm_id].setdefault(delta.metric, {})
             known = by_hour.get(delta.hour)
@@ -265,15 +290,6 @@ class Ledger:
                     f"{_describe(known)}; the first accepted value stands."
                 )))
         return IngestResult(tuple(accepted), duplicates, tuple(rejected))
-
-    def _rejection(self, delta: HourlyDelta) -> str | None:
-        if delta.arm_id not in self._arms:
-            return (f"arm_id {delta.arm_id!r} is not registered; register_arm() it before "
-                    "ingesting its deltas.")
-        if delta.metric not in self._metrics:
-            return (f"metric {delta.metric!r} is not modelled; the job's metrics are "
-                    f"{list(self._metrics)!r}.")
-        return None
 
     # ------------------------------------------------------------- estimates
     def deltas(self, arm_id: str, metric: str) -> tuple[HourlyDelta, ...]:

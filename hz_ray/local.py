@@ -30,10 +30,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hz_ray.backends.base import ArmBackend
+from hz_ray.backends.factory import check_backend_metrics
 from hz_ray.clock import AcceleratedClock, Clock, SimClock, current_hour
 from hz_ray.config import TuningConfig
 from hz_ray.result import RunResult
 from hz_ray.run_folder import RunFolder, check_hours
+from hz_ray.service.endings import (
+    end_job,
+    interrupts_raise,
+    next_hour_in_log,
+    raise_alarm,
+    reconcile_on_resume,
+)
 from hz_ray.service.messages import HourProgress
 from hz_ray.service.posterior import OptimizerFactory, PosteriorService
 from hz_ray.service.slot import ArmSlotRunner, RunnerSettings
@@ -64,11 +72,14 @@ class LocalScheduler:
         """Run job ``hour`` on every slot; returns the hour's progress record."""
         for runner in self.runners:
             runner.poll(hour)
+            runner.retry_stops(hour)
+            runner.send_lifecycle(hour)
             runner.send_reports(hour, heartbeat=False)
         self.service.refresh_now()
         for runner in self.runners:
             runner.decide(hour, runner.send_reports(hour, heartbeat=True))
         for runner in self.runners:
+            runner.send_lifecycle(hour)
             if runner.current is None:
                 runner.try_launch(hour)
             runner.drop_drained(hour)
@@ -116,27 +127,43 @@ def run_local(
     Returns:
         The :class:`RunResult`, with the readout after every hour.
 
+    Every ending (the last hour, an exception anywhere, SIGINT, SIGTERM) stops
+    every arm the job launched, from the run folder
+    (:func:`~hz_ray.service.endings.end_job`), except the recommended arm when
+    ``arms.handoff_recommended`` asks to keep it live. On ``resume``, arms of
+    the folder that cannot go on are stopped before the job continues.
+
     Raises:
-        ConfigError: Bad ``hours``.
+        ConfigError: Bad ``hours``; a modelled metric the backend does not
+            publish; the job's alarm fired (a metric no arm reported).
         StateError: ``run_dir`` holds a job and ``resume`` is false, holds a
             job with another config, or another process runs it.
+        JobInterrupted: SIGINT or SIGTERM (after the arms were stopped).
     """
     hours = check_hours(hours)
     if seed is not None:
         config = dataclasses.replace(
             config, optimizer=dataclasses.replace(config.optimizer, seed=seed))
     folder = Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp(prefix="hz-ray-"))
+    check_backend_metrics(config, backend)
     with RunFolder.open(folder, config, resume=resume, job_id=job_id) as run_folder, \
-            torch_threads(1):
-        service = PosteriorService(
-            config, folder, job_id=run_folder.job_id, restore=resume, background=False,
-            plan_on_demand=True, durable_reports=False, optimizer_factory=optimizer_factory,
-            driver="local")
+            torch_threads(1), interrupts_raise():
+        job = run_folder.job_id
+        next_hour = next_hour_in_log(folder, job) if resume else 0
+        clock = _job_clock(run_folder, clock, next_hour)
+        if resume:
+            reconcile_on_resume(folder, job, config, backend,
+                                max(next_hour, current_hour(clock)))
+        service: PosteriorService | None = None
+        result: RunResult | None = None
+        hour = next_hour
         try:
-            next_hour = service.last_hour() + 1
-            clock = _job_clock(run_folder, clock, next_hour)
+            service = PosteriorService(
+                config, folder, job_id=job, restore=resume, background=False,
+                plan_on_demand=True, durable_reports=False, optimizer_factory=optimizer_factory,
+                driver="local")
             runners = [ArmSlotRunner(slot, service, backend, clock, config.arms, config.metrics,
-                                     runner_settings)
+                                     runner_settings, call_timeout_s=config.backend.call_timeout_s)
                        for slot in range(config.arms.slots)]
             scheduler = LocalScheduler(service, runners)
             scheduler.start()
@@ -145,12 +172,28 @@ def run_local(
                 record = scheduler.step(hour)
                 if progress is not None:
                     progress(record)
+                if record.alarm is not None:
+                    raise_alarm(record.alarm)
                 _advance(clock, hour + 1)
                 hour = max(hour + 1, current_hour(clock))  # on wall time, a late step skips
             service.finish()
-            return service.result()
+            result = service.result()
         finally:
-            service.close()
+            recommended = _recommended(service)
+            if service is not None:
+                service.close()
+            report = end_job(folder, job, config, backend, hour=min(hour, hours - 1),
+                             completed=result is not None, recommended=recommended)
+        return dataclasses.replace(result, handed_off=report.handed_off,
+                                   unstopped=tuple(a for a, _ in report.stuck))
+
+
+def _recommended(service: PosteriorService | None) -> str | None:
+    """The newest readout's arm, if the service got that far."""
+    try:
+        return service.recommend().arm_id if service is not None else None
+    except Exception:  # noqa: BLE001 - an ending must not fail on the readout
+        return None
 
 
 def _job_clock(folder: RunFolder, clock: Clock | None, next_hour: int) -> Clock:

@@ -83,9 +83,49 @@ class HourlyReading:
             )
 
 
+#: Most characters an arm id may have; with a suffix such as ``.launch.json`` it
+#: still fits the 255-byte file-name limit of common file systems.
+ARM_ID_MAX_CHARS = 200
+_ARM_ID_CHARS = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+
+
+def check_arm_id(value: object, field: str = "arm_id") -> str:
+    """Return ``value`` if it is a safe arm id, else raise.
+
+    An arm id names files and folders on platforms (the file-drop backend
+    writes ``<arm_id>.launch.json``), so it must not be able to leave a folder:
+    a non-empty string of at most :data:`ARM_ID_MAX_CHARS` characters made of
+    ASCII letters, digits, ``.``, ``_`` and ``-``, not starting with ``.``
+    (so no ``..``, slashes, NUL, control characters or white space).
+    Ids made by :func:`arm_id_for` pass while the job id is under 190
+    characters.
+
+    Args:
+        value: The arm id to check.
+        field: Name of the field in the error message, e.g. ``"arm_id"``.
+
+    Returns:
+        ``value``, unchanged.
+
+    Raises:
+        InputDataError: When ``value`` is not such a string, naming ``field``
+            and the value (a very long string is shown cut).
+    """
+    if (isinstance(value, str) and len(value) <= ARM_ID_MAX_CHARS
+            and _ARM_ID_CHARS.fullmatch(value) is not None):
+        return value
+    shown = value[:60] + "..." if isinstance(value, str) and len(value) > 80 else value
+    raise field_error(
+        InputDataError, field, shown,
+        f"a non-empty string of at most {ARM_ID_MAX_CHARS} ASCII letters, digits, '.', '_' "
+        "and '-' that does not start with '.'",
+        "Arm ids become file names on platforms; use ids like 'feed-vm-7f3a.s03-0002' "
+        "(hz_ray.records.arm_id_for).",
+    )
+
+
 def _check_key(arm_id: object, hour: object, metric: object) -> None:
-    if not isinstance(arm_id, str) or not arm_id:
-        raise field_error(InputDataError, "arm_id", arm_id, "a non-empty string")
+    check_arm_id(arm_id, "arm_id")
     if isinstance(hour, bool) or not isinstance(hour, int) or hour < 0:
         raise field_error(InputDataError, "hour", hour, "an integer hour index >= 0")
     if not isinstance(metric, str) or not metric:

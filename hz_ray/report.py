@@ -52,6 +52,12 @@ def readout(result: RunResult, truth: Mapping[str, float] | None = None) -> str:
         lines.append(row)
     lines.append(f"Arms run: {len(result.arms)}; records rejected (kept in the log): "
                  f"{result.rejected}; event log: {result.log_path}")
+    if result.handed_off:
+        lines.append("Handed off, still LIVE on the platform (confirmation test): "
+                     + ", ".join(result.handed_off))
+    if result.unstopped:
+        lines.append("NOT STOPPED (stop kept failing; run `hz-ray stop RUN_DIR`): "
+                     + ", ".join(result.unstopped))
     return "\n".join(lines)
 
 

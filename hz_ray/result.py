@@ -43,6 +43,11 @@ class RunResult:
         log_path: Folder of the Parquet event log of the run.
         checkpoint_path: The latest JSON checkpoint.
         rejected: Number of records rejected (kept in the log with reasons).
+        handed_off: Arms kept live on the platform at the job's end, on request
+            (``arms.handoff_recommended``): the recommended arm, for a
+            confirmation test. Every other arm was stopped.
+        unstopped: Arms whose stop kept failing at the job's end (still
+            ``stopping`` in the log; ``hz-ray stop RUN_DIR`` retries them).
     """
 
     recommendation: Recommendation
@@ -51,3 +56,5 @@ class RunResult:
     log_path: Path
     checkpoint_path: Path
     rejected: int = 0
+    handed_off: tuple[str, ...] = ()
+    unstopped: tuple[str, ...] = ()

@@ -23,7 +23,7 @@ column                type       meaning
 ``wall_time_s``       float64    Wall-clock time of the append, seconds since the Unix epoch.
 ``kind``              string     ``job_started``, ``arm_registered``, ``arm_state``,
                                  ``delta_accepted``, ``delta_rejected``, ``arm_retired``,
-                                 ``suggestion`` or ``recommendation``.
+                                 ``suggestion``, ``recommendation`` or ``job_alarm``.
 ``arm_id``            string     The arm. Null only for a rejected raw payload without a usable
                                  ``arm_id``.
 ``metric``            string     Metric name (``delta_*`` events).
@@ -38,7 +38,8 @@ column                type       meaning
 ``n``                 int64      Test-group unit count of the hour (the aggregation weight).
 ``params_json``       string     The arm's weights as a JSON object ``{"name": value}``
                                  (``arm_registered``, ``suggestion``, ``recommendation``).
-``reason``            string     Why a record was rejected or an arm retired.
+``reason``            string     Why a record was rejected, an arm retired or a state was
+                                 entered (``arm_state``), or the alarm (``job_alarm``).
 ``payload_json``      string     ``delta_rejected``: the raw input of a record that could
                                  not even become a delta (e.g. a reading with NaN), as strict
                                  JSON; non-finite numbers are written as the strings ``"nan"``,
@@ -51,7 +52,10 @@ column                type       meaning
                                  sampling error, shared by every arm of the hour; null when
                                  unknown. Logs written before this column (schema version 1)
                                  are read with nulls here.
-``state``             string     ``arm_state`` only: the arm's new state (``live``, ...).
+``state``             string     ``arm_state`` only: the arm's new lifecycle state
+                                 (:mod:`hz_ray.service.arm_states`: ``launching``, ``live``,
+                                 ``stopping``, ``stop_failed``, ``stopped``, ...); ``reason``
+                                 then holds the error of a failed attempt or the stop reason.
                                  Parts of schema versions 1 and 2 are read with nulls here.
 ====================  =========  ==============================================================
 
@@ -97,7 +101,7 @@ __all__ = [
 ]
 
 EVENT_KINDS = ("job_started", "arm_registered", "arm_state", "delta_accepted", "delta_rejected",
-               "arm_retired", "suggestion", "recommendation")
+               "arm_retired", "suggestion", "recommendation", "job_alarm")
 
 EVENT_SCHEMA = pa.schema(
     [
@@ -343,6 +347,11 @@ class EventLog:
         """Log the start (or a resume) of a job: its id, config and fingerprint."""
         return self._append("job_started", arm_id=_text("job_id", job_id),
                             payload_json=json.dumps(_plain(dict(payload)), sort_keys=True))
+
+    def append_job_alarm(self, job_id: str, reason: str, hour: int) -> int:
+        """Log an alarm that stops the job's launches (e.g. a metric never reported)."""
+        return self._append("job_alarm", arm_id=_text("job_id", job_id),
+                            reason=_text("reason", reason), hour=_optional_int("hour", hour))
 
     def append_arm_state(self, arm_id: str, state: str, hour: int | None = None,
                          reason: str | None = None) -> int:

@@ -86,6 +86,20 @@ class Telemetry:
                                  "Posterior mean delta of each metric at the readout.",
                                  (*labels, "metric"), registry=r)
         self.job_hour = Gauge("hzray_job_hour", "Current job hour.", labels, registry=r)
+        self.stop_failures = Counter("hzray_arm_stop_failures_total",
+                                     "Platform stop calls that failed (each is retried).",
+                                     labels, registry=r)
+        self.stuck_stops = Gauge("hzray_arms_stuck_stopping",
+                                 "Arms whose stop was decided but has not succeeded yet.",
+                                 labels, registry=r)
+
+    def record_stop_failure(self) -> None:
+        """Count one failed stop attempt."""
+        self.stop_failures.labels(self.job).inc()
+
+    def record_stuck_stops(self, count: int) -> None:
+        """Set the number of arms whose stop keeps failing."""
+        self.stuck_stops.labels(self.job).set(count)
 
     def record_ingest(self, accepted: int, duplicates: int, rejected: int) -> None:
         """Count one ingested batch."""

@@ -67,12 +67,12 @@ def canonical_publications(slots: int, max_hours: int, hours: int
                 rng = random.Random(f"{slot}-{seq}-{hour}")
                 delay = rng.choice([0.0, 0.5, 2.0])
                 for metric in ("views", "likes"):
-                    pub = Publication(hour + 1 + delay, reading("?", hour, metric, rng))
+                    pub = Publication(hour + 1 + delay, reading("placeholder", hour, metric, rng))
                     out.append((slot, seq, pub))
                     if rng.random() < 0.3:
                         out.append((slot, seq, Publication(pub.publish_hour + 1, pub.reading)))
                 if slot == 0 and seq == 0 and hour == 1:
-                    bad = HourlyReading("?", hour, "clicks", GroupStats(1.0, 1.0, UNITS),
+                    bad = HourlyReading("placeholder", hour, "clicks", GroupStats(1.0, 1.0, UNITS),
                                         GroupStats(1.0, 1.0, UNITS))
                     out.append((slot, seq, Publication(hour + 1, bad)))
     return [(s, q, p) for s, q, p in out if p.publish_hour <= hours - 1]

@@ -1,4 +1,12 @@
-"""The port through which hz-ray drives an experiment platform."""
+"""The port through which hz-ray drives an experiment platform.
+
+Optional metric declaration: a backend may say which metrics it publishes with
+an attribute (or property) ``metrics: tuple[str, ...]``; ``None`` or no such
+attribute means "not declared". A declared list lets a job reject a misspelled
+objective, guardrail or extra metric before it launches any arm
+(:func:`hz_ray.backends.factory.check_backend_metrics`) instead of waiting for
+the metric-silence alarm. Read it with :func:`declared_metrics`.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +14,7 @@ from collections.abc import Callable
 from typing import Mapping, Protocol, Sequence, runtime_checkable
 
 from hz_ray.clock import Clock
+from hz_ray.errors import ConfigError, field_error
 from hz_ray.records import HourlyReading
 
 
@@ -31,7 +40,13 @@ class ArmBackend(Protocol):
         ...
 
     def stop(self, arm_id: str) -> None:
-        """Stop serving the arm (its published readings stay fetchable)."""
+        """Stop serving the arm (its published readings stay fetchable).
+
+        Must be idempotent, and a no-op for an arm the platform does not serve
+        (never launched, or stopped already): hz-ray repeats a stop whose
+        outcome it could not record, and stops every arm it may have launched
+        when a job ends.
+        """
         ...
 
 
@@ -50,3 +65,30 @@ class GroundTruth(Protocol):
 #: Builds a backend on the job clock, in the process that will use it (each Ray
 #: arm worker calls it; it must pickle, the backend need not).
 BackendFactory = Callable[[Clock], ArmBackend]
+
+
+def declared_metrics(backend: object) -> tuple[str, ...] | None:
+    """The metrics a backend declares it publishes, or ``None`` when it declares none.
+
+    Args:
+        backend: Any backend object (or class); its optional ``metrics``
+            attribute is read.
+
+    Returns:
+        The declared metric names, in the backend's order; ``None`` when the
+        backend has no ``metrics`` attribute or it is ``None``.
+
+    Raises:
+        ConfigError: When ``metrics`` is set but is not a list or tuple of
+            non-empty strings.
+    """
+    metrics = getattr(backend, "metrics", None)
+    if metrics is None:
+        return None
+    if not isinstance(metrics, (list, tuple)) or not all(isinstance(m, str) and m
+                                                          for m in metrics):
+        name = backend.__name__ if isinstance(backend, type) else type(backend).__name__
+        raise field_error(ConfigError, f"{name}.metrics", metrics,
+                          "a tuple of metric names or None",
+                          "Declare e.g. metrics = ('views', 'likes') on the backend class.")
+    return tuple(metrics)

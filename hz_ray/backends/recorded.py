@@ -15,6 +15,7 @@ from typing import Iterable, Mapping
 from hz_ray.clock import Clock
 from hz_ray.errors import InputDataError, StateError, field_error
 from hz_ray.records import CONTROL_ARM_ID, HourlyReading
+from hz_ray.records import check_arm_id as records_check_arm_id
 
 
 @dataclass(frozen=True)
@@ -31,8 +32,9 @@ class Publication:
 
 
 def check_arm_id(arm_id: object) -> str:
-    """Return ``arm_id`` if it is a non-empty string other than the control's id."""
-    if not isinstance(arm_id, str) or not arm_id or arm_id == CONTROL_ARM_ID:
+    """Return ``arm_id`` if it is a safe arm id (``records.check_arm_id``) other than control."""
+    records_check_arm_id(arm_id)
+    if arm_id == CONTROL_ARM_ID:
         raise field_error(InputDataError, "arm_id", arm_id,
                           f"a non-empty string other than {CONTROL_ARM_ID!r}",
                           "The control group is implicit; name test arms e.g. 'arm-0001'.")

@@ -19,11 +19,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from hz_ray.records import HourlyDelta, Recommendation, arm_id_for, parse_arm_id
+from hz_ray.service.arm_states import PROPOSED, SETTLED
 
 __all__ = ["arm_id_for", "parse_arm_id"]  # the arm id scheme, defined in hz_ray.records
 
 STOP_BACKEND_ERROR = "backend_error"
 STOP_LAUNCH_FAILED = "launch_failed"
+STOP_JOB_END = "job_end"
+STOP_INTERRUPTED = "interrupted"
+STOP_RECONCILED = "reconciled"
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,10 @@ class ArmRecord:
         launched_hour: Job hour it was registered (launched) at.
         stopped_hour: Job hour it was retired at, or ``None`` while live.
         stop_reason: Why it was retired, or ``None``.
+        state: Its lifecycle state on the platform
+            (:mod:`hz_ray.service.arm_states`; the last one logged).
+        stop_failures: Stop attempts that failed so far.
+        last_error: The newest failed attempt's error, or ``None``.
     """
 
     arm_id: str
@@ -129,11 +137,19 @@ class ArmRecord:
     launched_hour: int
     stopped_hour: int | None = None
     stop_reason: str | None = None
+    state: str = PROPOSED
+    stop_failures: int = 0
+    last_error: str | None = None
 
     @property
     def live(self) -> bool:
-        """True until the arm is retired."""
+        """True until the arm is retired (its stop decided): the slot's current arm."""
         return self.stop_reason is None
+
+    @property
+    def settled(self) -> bool:
+        """True once the platform serves it no more for this job (stopped or handed off)."""
+        return self.state in SETTLED
 
 
 @dataclass(frozen=True)
@@ -160,6 +176,11 @@ class SlotState:
         live = [a for a in self.arms if a.live]
         return live[-1] if live else None
 
+    @property
+    def unsettled(self) -> tuple[ArmRecord, ...]:
+        """The slot's arms that may still be served (not stopped nor handed off)."""
+        return tuple(a for a in self.arms if not a.settled)
+
 
 @dataclass(frozen=True)
 class HourProgress:
@@ -175,6 +196,9 @@ class HourProgress:
         recommendation: The newest launch readout.
         data_version: Ledger version now.
         posterior_version: Data version of the newest posterior snapshot.
+        stuck_stops: Arms whose stop was decided but has not succeeded yet.
+        alarm: Why the job launches no more arms (e.g. a metric no arm ever
+            reported), or ``None``.
     """
 
     hour: int
@@ -186,6 +210,8 @@ class HourProgress:
     recommendation: Recommendation
     data_version: int
     posterior_version: int
+    stuck_stops: int = 0
+    alarm: str | None = None
 
 
 @dataclass(frozen=True)

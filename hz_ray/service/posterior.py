@@ -74,6 +74,7 @@ from hz_ray.run_folder import (
     config_fingerprint,
     new_job_id,
 )
+from hz_ray.service.arm_states import LAUNCHING, STOP_FAILED, STOPPING
 from hz_ray.service.commit_log import GroupCommitLog
 from hz_ray.service.job_state import JobState, rejection_key
 from hz_ray.service.memory import peak_rss_bytes, release_memory, rss_bytes
@@ -284,6 +285,7 @@ class PosteriorService:
         hour = int(report.hour)
         with self._lock:
             result = self._ledger.ingest(deltas)
+            self._state.metrics_seen.update(d.metric for d in result.accepted)
             if result.accepted:
                 self._commits.queue("append_accepted", result.accepted)
                 self._pending.append(("deltas", result.accepted))
@@ -380,11 +382,14 @@ class PosteriorService:
                 if seq != expected:
                     raise field_error(StateError, f"seq of slot {slot}", seq, f"{expected}",
                                       "Ask slot_state() for the slot's next seq.")
-                live = [a for a in state.arms.values() if a.slot == slot and a.live]
-                if live:
-                    raise field_error(StateError, f"live arm of slot {slot}", live[-1].arm_id,
-                                      "retired before the slot samples again",
-                                      "Call retire() for the slot's live arm first.")
+                busy = state.unsettled(slot)
+                if busy:
+                    raise field_error(
+                        StateError, f"arm {busy[-1].arm_id!r} of slot {slot}", busy[-1].state,
+                        "'stopped' before the slot samples again (one arm per slot)",
+                        "Retire the slot's arm, stop it on the platform and report 'stopped'.")
+                if self._state.alarm is not None:
+                    return None  # the job launches no more arms (see hour_progress)
                 if self.config.arms.synchronous and state.must_wait_for_batch(hour):
                     return None
                 reply, ticket = self._hand_out(slot, seq, arm_id, hour)
@@ -442,6 +447,8 @@ class PosteriorService:
             if changed:
                 self._ledger.retire_arm(arm_id, reason)
                 self._commits.queue("append_retired", arm_id, reason, int(hour))
+                if not record.settled and record.state not in (STOPPING, STOP_FAILED):
+                    self._commits.queue("append_arm_state", arm_id, STOPPING, int(hour), reason)
                 self._state.retire(arm_id, reason, int(hour))
                 self._pending.append(("retire", (arm_id, reason)))
                 self._plan_inputs += 1
@@ -451,6 +458,44 @@ class PosteriorService:
             self._wake.set()
             self.telemetry.record_arms(live_count, stopped={reason: 1})
         self._commits.wait(ticket)
+        return changed
+
+    def transition(self, slot: int, arm_id: str, state: str, hour: int,
+                   detail: str | None = None) -> bool:
+        """Log a step of an arm's lifecycle on the platform; idempotent for repeats.
+
+        ``launching`` is durable before this returns (the slot calls the
+        platform's ``launch`` only then, so the log never misses an arm that may
+        be live); with ``durable_reports`` every step is.
+
+        Args:
+            slot: The arm's slot.
+            arm_id: The arm.
+            state: The new state (:mod:`hz_ray.service.arm_states`).
+            hour: The slot's job hour.
+            detail: The error of a failed attempt, or a note.
+
+        Returns:
+            True when the state changed (or a failed attempt was logged).
+
+        Raises:
+            StateError: Unknown arm, another slot's arm, or a step the
+                lifecycle does not allow.
+        """
+        with self._lock:
+            record = self._state.arms.get(arm_id)
+            if record is None or record.slot != slot:
+                raise field_error(StateError, "arm_id", arm_id, f"an arm of slot {slot}")
+            changed = self._state.move(arm_id, state, detail)
+            if changed:
+                self._commits.queue("append_arm_state", arm_id, state, int(hour), detail)
+            stuck = len(self._state.stuck_stops())
+            ticket = self._commits.issued
+        if changed and state == STOP_FAILED:
+            self.telemetry.record_stop_failure()
+        self.telemetry.record_stuck_stops(stuck)
+        if self._durable_reports or state == LAUNCHING:
+            self._commits.wait(ticket)
         return changed
 
     def slot_state(self, slot: int) -> SlotState:
@@ -481,16 +526,40 @@ class PosteriorService:
             if hour not in state.recommendations:
                 state.recommendations[hour] = recommendation
                 self._commits.queue("append_recommendation", hour, recommendation)
+            self._check_metric_silence(hour)
             progress = HourProgress(
                 hour=hour, live_arms=len(state.live()), accepted=state.hour_accepted.get(hour, 0),
                 rejected=state.hour_rejected.get(hour, 0),
                 launched=tuple(state.hour_launched.get(hour, ())),
                 stopped=tuple(state.hour_stopped.get(hour, ())),
                 recommendation=recommendation, data_version=self._ledger.version,
-                posterior_version=self._published.version if self._published else -1)
+                posterior_version=self._published.version if self._published else -1,
+                stuck_stops=len(state.stuck_stops()), alarm=self._state.alarm)
             state.max_hour = max(state.max_hour, hour)
         self.telemetry.job_hour.labels(self.config.name).set(hour)
         return progress
+
+    def _check_metric_silence(self, hour: int) -> None:
+        """Raise the alarm when a modelled metric never arrived; the caller holds the lock."""
+        if self._state.alarm is not None:
+            return
+        after = self.config.arms.metric_silence_hours
+        silent = self._state.silent_metrics(self.config.metrics, hour, after)
+        if not silent:
+            return
+        self._state.alarm = (
+            f"metric(s) {silent} had no accepted reading from any arm in the {after} job "
+            f"hours since the first launch (hour {self._state.first_launch_hour}); metrics "
+            f"reported: {sorted(self._state.metrics_seen)}. No more arms are launched. Check "
+            f"the metric names in objective/constraints/extra_metrics against what the "
+            f"platform publishes, or raise arms.metric_silence_hours.")
+        logger.error("Job %s: %s", self.job_id, self._state.alarm)
+        self._commits.queue("append_job_alarm", self.job_id, self._state.alarm, int(hour))
+
+    @property
+    def alarm(self) -> str | None:
+        """Why the job launches no more arms, or ``None``."""
+        return self._state.alarm
 
     def recommendations(self) -> list[tuple[int, Recommendation]]:
         """The readout logged after every job hour so far, in hour order."""

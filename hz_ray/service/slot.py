@@ -32,9 +32,21 @@ The loop of :meth:`~ArmSlotRunner.run`, on the job clock (an
    backend at once, retire it centrally, ask for the next sample and launch it
    (a step the central service cannot answer now is retried at the next poll).
 
-Backend calls are retried with exponential backoff; after repeated failure the
-arm is stopped (best effort), retired with reason ``"backend_error"`` (or
-``"launch_failed"``) and the slot moves on.
+Every backend call has a timeout (``backend.call_timeout_s``) and is retried
+with jittered exponential backoff (:mod:`hz_ray.service.backend_calls`); the
+slot never waits on the platform longer than that. The arm's lifecycle on the
+platform is told to the central service as it happens
+(:mod:`hz_ray.service.arm_states`): ``launching`` (durably, before ``launch``
+is called), ``live``, ``launch_failed``, ``stopping`` (the retirement),
+``stop_failed`` per failed attempt, and ``stopped`` only once ``stop``
+returned. A stop that fails is retried at later polls, with backoff, until it
+succeeds; until then the slot launches nothing, so it never has two arms on the
+platform. An arm whose fetches keep failing is stopped with reason
+``"backend_error"``; one whose launch keeps failing, with ``"launch_failed"``.
+
+At the job's end (and at any other ending) the slot leaves its live arm as it
+is: the driver stops every arm of the job from the run folder
+(:func:`hz_ray.service.reconcile.reconcile_folder`), the one end-of-job path.
 """
 
 from __future__ import annotations
@@ -56,8 +68,18 @@ from hz_ray.config import ArmsSpec
 from hz_ray.errors import ConfigError, HzRayError, TransientError, field_error
 from hz_ray.lifecycle import stop_reason
 from hz_ray.records import HourlyDelta
+from hz_ray.service.arm_states import (
+    LAUNCH_FAILED,
+    LAUNCHING,
+    LIVE,
+    PROPOSED,
+    STOP_FAILED,
+    STOPPED,
+)
+from hz_ray.service.backend_calls import BackendCaller, BackendCallError, CallPolicy
 from hz_ray.service.messages import (
     STOP_BACKEND_ERROR,
+    STOP_INTERRUPTED,
     STOP_LAUNCH_FAILED,
     FeedRejectionRecord,
     Report,
@@ -88,7 +110,12 @@ class PosteriorPort(Protocol):
         ...
 
     def retire(self, slot: int, arm_id: str, reason: str, hour: int) -> bool:
-        """Record that the arm stopped."""
+        """Record that the arm's stop was decided (it is ``stopping``)."""
+        ...
+
+    def transition(self, slot: int, arm_id: str, state: str, hour: int,
+                   detail: str | None = None) -> bool:
+        """Log a step of the arm's lifecycle on the platform."""
         ...
 
 
@@ -111,6 +138,10 @@ class RunnerSettings:
             job hour, at its first poll of the hour.
         port_timeout_s: Longest wait for one answer of the central actor (Ray
             port); a call that times out is retried at the next poll.
+        call_timeout_s: Longest wait for one backend call (wall seconds);
+            ``None`` takes the config's ``backend.call_timeout_s``.
+        max_stop_retry_polls: Longest gap, in polls, between retries of a stop
+            that keeps failing (the gap doubles from one poll up to this).
     """
 
     poll_interval_hours: float = 0.25
@@ -121,6 +152,8 @@ class RunnerSettings:
     max_backoff_s: float = 2.0
     spread_polls: bool = True
     port_timeout_s: float = 10.0
+    call_timeout_s: float | None = None
+    max_stop_retry_polls: int = 4
 
     def __post_init__(self) -> None:
         p = self.poll_interval_hours
@@ -128,7 +161,14 @@ class RunnerSettings:
                 or abs(round(1 / p) - 1 / p) > 1e-9:
             raise field_error(ConfigError, "poll_interval_hours", p,
                               "a number in (0, 1] that divides 1 (e.g. 0.25)")
-        for name in ("max_batch", "backend_attempts", "fetch_failures_to_give_up"):
+        if self.call_timeout_s is not None and (
+                isinstance(self.call_timeout_s, bool)
+                or not isinstance(self.call_timeout_s, (int, float))
+                or not 0 < self.call_timeout_s < math.inf):
+            raise field_error(ConfigError, "call_timeout_s", self.call_timeout_s,
+                              "a finite number of seconds > 0, or None")
+        for name in ("max_batch", "backend_attempts", "fetch_failures_to_give_up",
+                     "max_stop_retry_polls"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise field_error(ConfigError, name, value, "an integer >= 1")
@@ -160,7 +200,10 @@ class WorkerStats:
         reports: Report calls acknowledged.
         deltas_reported: Deltas acknowledged as accepted.
         port_retries: Calls to the central actor that had to be retried.
-        backend_errors: Failed backend calls.
+        backend_errors: Failed backend calls (every failed or timed-out try).
+        stop_failures: Stop calls that failed on every try (retried later).
+        max_on_platform: The most arms of this slot that were live or being
+            stopped on the platform at once (1 when the lifecycle holds).
     """
 
     slot: int
@@ -178,6 +221,8 @@ class WorkerStats:
     deltas_reported: int = 0
     port_retries: int = 0
     backend_errors: int = 0
+    stop_failures: int = 0
+    max_on_platform: int = 0
 
     def copy(self) -> WorkerStats:
         """A copy safe to hand to another thread."""
@@ -185,7 +230,7 @@ class WorkerStats:
                            list(self.arms), list(self.cycle_s), list(self.relaunch_s),
                            list(self.sample_s), list(self.report_s), list(self.tick_lag_s),
                            self.reports, self.deltas_reported, self.port_retries,
-                           self.backend_errors)
+                           self.backend_errors, self.stop_failures, self.max_on_platform)
 
 
 @dataclass
@@ -200,6 +245,9 @@ class _Arm:
     data_end: int | None = None  # hours < this may hold data (the stop hour, if partly served)
     stop_reason: str | None = None
     fetch_failures: int = 0
+    stop_failures: int = 0
+    next_stop_poll: int = 0  # the poll at which a failed stop is tried again
+    launched: bool = True  # False: launch failed, nothing to drain afterwards
     catch_up: bool = False  # resumed after a pause: polled once even past late_data_hours
     acked: dict[tuple[str, str, int], tuple[float, float | None, int]] = field(
         default_factory=dict)
@@ -212,11 +260,11 @@ class _StopRequestedError(Exception):
 class ArmSlotRunner:
     """The loop of one arm slot (plain class; the Ray actor just calls :meth:`run`).
 
-    The loop never blocks on the central actor: a report, retirement or sample
-    request that fails (the actor is restarting, a timeout) is kept and tried
-    again at the next poll, while the slot keeps polling its platform, buffering
-    deltas and stopping arms whose hours are up on time. Nothing is dropped:
-    deltas leave the buffer only when acknowledged.
+    The loop never blocks on the central actor: a report, lifecycle step or
+    sample request that fails (the actor is restarting, a timeout) is kept and
+    tried again at the next poll, while the slot keeps polling its platform,
+    buffering deltas and stopping arms whose hours are up on time. Nothing is
+    dropped: deltas leave the buffer only when acknowledged.
 
     Args:
         slot: The slot index.
@@ -228,12 +276,16 @@ class ArmSlotRunner:
         metrics: The job's metrics (an hour is complete when all arrived).
         settings: Loop knobs.
         sleep: Waits this many wall seconds (injectable for tests).
+        call_timeout_s: Longest wait for one backend call when
+            ``settings.call_timeout_s`` is unset (the config's
+            ``backend.call_timeout_s``).
     """
 
     def __init__(self, slot: int, port: PosteriorPort, backend: ArmBackend, clock: Clock,
                  arms: ArmsSpec, metrics: tuple[str, ...],
                  settings: RunnerSettings | None = None,
-                 sleep: Callable[[float], Any] | None = None) -> None:
+                 sleep: Callable[[float], Any] | None = None,
+                 call_timeout_s: float = 30.0) -> None:
         self.slot = slot
         self.port = port
         self.backend = backend
@@ -244,15 +296,24 @@ class ArmSlotRunner:
         self._stop_event = threading.Event()
         self._sleep = sleep if sleep is not None else self._interruptible_sleep
         self.stats = WorkerStats(slot, pid=os.getpid())
+        s = self.settings
+        self.calls = BackendCaller(
+            CallPolicy(timeout_s=s.call_timeout_s or call_timeout_s, attempts=s.backend_attempts,
+                       initial_backoff_s=s.initial_backoff_s, max_backoff_s=s.max_backoff_s,
+                       jitter_s=min(s.initial_backoff_s, 0.05)),
+            self._sleep, self._count_error, name=f"slot-{slot:02d}")
         self.current: _Arm | None = None
+        self.stopping: list[_Arm] = []
         self.draining: list[_Arm] = []
         self.next_seq = 0
         self._unacked: dict[tuple[str, str, int], HourlyDelta] = {}
         self._unacked_rejections: list[FeedRejectionRecord] = []
-        self._launched: list[tuple[str, int]] = []  # (arm, hour) launched, not yet acked
-        self._to_retire: list[_Arm] = []
+        # Lifecycle steps for the central service, in order: ("retire", arm, reason, hour)
+        # or ("state", arm, state, hour, detail).
+        self._outbox: list[tuple[Any, ...]] = []
         self._stop_started: float | None = None
         self._no_launch_before_hour = -1
+        self._polls = 0
         interval = self.settings.poll_interval_hours
         self.phase_hours = (slot * _GOLDEN) % 1.0 * interval if self.settings.spread_polls \
             else 0.0
@@ -273,6 +334,20 @@ class ArmSlotRunner:
 
     def _seconds_per_hour(self) -> float:
         return getattr(self.clock, "seconds_per_hour", 0.0)
+
+    def _count_error(self, what: str, arm_id: str, attempt: int, exc: BaseException) -> None:
+        self.stats.backend_errors += 1
+        logger.warning("Slot %d: backend %s of %s failed (try %d): %s: %s", self.slot, what,
+                       arm_id, attempt, type(exc).__name__, exc)
+
+    @property
+    def on_platform(self) -> list[str]:
+        """Arms of this slot that are live or being stopped on the platform."""
+        arms = [a.arm_id for a in self.stopping]
+        return arms + [self.current.arm_id] if self.current is not None else arms
+
+    def _note_on_platform(self) -> None:
+        self.stats.max_on_platform = max(self.stats.max_on_platform, len(self.on_platform))
 
     # ---------------------------------------------------------------- run
     def run(self, hours: int) -> WorkerStats:
@@ -301,7 +376,8 @@ class ArmSlotRunner:
                 new_hour = decided != hour
                 started = time.perf_counter()
                 self.poll(hour)
-                self.send_retirements(hour)
+                self.retry_stops(hour)
+                self.send_lifecycle(hour)
                 ack = self.send_reports(hour, heartbeat=new_hour)
                 if new_hour:
                     late_hours = max(0.0, now - hour - phase)
@@ -321,24 +397,37 @@ class ArmSlotRunner:
         return self.stats.copy()
 
     def _finish(self, hour: int) -> None:
-        """The job's end: a last poll, then deliver everything still unacknowledged."""
+        """The job's end: a last poll, then deliver everything still unacknowledged.
+
+        The live arm stays live: the driver stops every arm of the job from the
+        run folder once the central service is closed (or hands one off).
+        """
         self.poll(hour)
         attempt = 0
-        while self._to_retire or self._unacked or self._unacked_rejections or self._launched:
-            self.send_retirements(hour)
+        while self.pending_delivery:
+            self.send_lifecycle(hour)
             self.send_reports(hour, heartbeat=False)
-            if self._to_retire or self._unacked or self._unacked_rejections or self._launched:
+            if self.pending_delivery:
                 self._sleep(self._backoff(attempt))
                 attempt += 1
+
+    @property
+    def pending_delivery(self) -> bool:
+        """True while deltas, rejections or lifecycle steps wait for the central service."""
+        return bool(self._outbox or self._unacked or self._unacked_rejections)
 
     # ------------------------------------------------------------- resume
     def start(self) -> None:
         """Pick up the slot's arms from the central service (a restart or a resumed job).
 
-        A live arm is launched again on the platform (a no-op for a backend
-        that already serves it); stopped arms that were still within
-        ``late_data_hours`` when the job last ran are polled for late data (at
-        least once, however long the job was down).
+        The live arm (``live`` on the platform, its stop not decided) is
+        launched again on the platform (a no-op for a backend that already
+        serves it). An arm caught between two steps of its lifecycle is
+        finished: one only ``proposed`` never reached the platform and is
+        marked stopped; one ``launching``, ``launch_failed`` or ``stopping`` is
+        stopped (retried until it succeeds). Stopped arms that were still
+        within ``late_data_hours`` when the job last ran are polled for late
+        data (at least once, however long the job was down).
         """
         state: SlotState = self._port_call("slot_state", lambda: self.port.slot_state(self.slot))
         self.next_seq = state.next_seq
@@ -346,55 +435,84 @@ class ArmSlotRunner:
         paused_at = min(hour, state.last_hour) if state.last_hour >= 0 else hour
         for record in state.arms:
             arm = _Arm(record.arm_id, dict(record.params), record.launched_hour,
-                       ArmFeed(record.arm_id, self.metrics, record.launched_hour),
-                       record.stopped_hour, record.stop_reason)
-            if record.live:
+                       self._feed(record.arm_id, record.launched_hour),
+                       record.stopped_hour, stop_reason=record.stop_reason)
+            if not record.settled:
                 self.stats.resumed = True
-                try:  # backends treat a repeated launch of a live arm as a no-op
-                    self.backend.launch(arm.arm_id, arm.params)
-                except Exception as exc:  # noqa: BLE001 - any platform error
-                    logger.warning("Slot %d: relaunch of %s on resume failed: %s", self.slot,
-                                   arm.arm_id, exc)
-                self.current = arm
-                self.stats.arms.append((arm.arm_id, arm.launched_hour, None, None))
+                self._resume_unsettled(arm, record.live, record.state, hour)
             elif record.stopped_hour is not None \
                     and paused_at <= record.stopped_hour + self.arms_spec.late_data_hours:
                 # Late data may have come while the job was down: poll at least once.
                 self.stats.resumed = True
                 arm.catch_up = True
                 arm.data_end = record.stopped_hour + 1  # when in the hour it stopped is unknown
+                arm.feed.data_end = arm.data_end
                 self.draining.append(arm)
+        self._note_on_platform()
+
+    def _resume_unsettled(self, arm: _Arm, live: bool, state: str, hour: int) -> None:
+        if live and state == LIVE:
+            try:  # backends treat a repeated launch of a live arm as a no-op
+                self.calls.call("launch", arm.arm_id,
+                                lambda: self.backend.launch(arm.arm_id, arm.params))
+            except BackendCallError as exc:
+                logger.warning("Slot %d: relaunch of %s on resume failed: %s", self.slot,
+                               arm.arm_id, exc)
+            self.current = arm
+            self.stats.arms.append((arm.arm_id, arm.launched_hour, None, None))
+            return
+        if state == PROPOSED:  # handed out, never sent to the platform
+            if live:
+                self._outbox.append(("retire", arm, "never_launched", hour))
+            self._outbox.append(("state", arm, STOPPED, hour, "never launched"))
+            return
+        arm.launched = state != LAUNCH_FAILED
+        if live:
+            self._begin_stop(arm, hour, STOP_INTERRUPTED)
+        else:
+            arm.stopped_hour = arm.stopped_hour if arm.stopped_hour is not None else hour
+            arm.data_end = arm.stopped_hour + 1
+            arm.feed.data_end = arm.data_end
+            self.stopping.append(arm)
+            self.retry_stops(hour)
+
+    def _feed(self, arm_id: str, first_hour: int) -> ArmFeed:
+        return ArmFeed(arm_id, self.metrics, first_hour,
+                       late_data_hours=self.arms_spec.late_data_hours)
 
     # --------------------------------------------------------------- poll
     def poll(self, hour: int) -> None:
         """Fetch every arm that may still publish; buffer the deltas not yet acknowledged."""
+        self._polls += 1
         late = self.arms_spec.late_data_hours
-        for arm in [a for a in (self.current, *self.draining) if a is not None]:
+        for arm in [a for a in (self.current, *self.stopping, *self.draining) if a is not None]:
+            if not arm.launched:
+                continue
             if arm.stopped_hour is not None and hour > arm.stopped_hour + late \
                     and not arm.catch_up:
                 continue
             arm.catch_up = False
             try:
-                readings = self.backend.fetch(arm.arm_id, arm.feed.since_hour)
-            except Exception as exc:  # noqa: BLE001 - any platform error
+                readings = self.calls.call(
+                    "fetch", arm.arm_id,
+                    lambda a=arm: self.backend.fetch(a.arm_id, a.feed.since_hour), attempts=1)
+            except BackendCallError:
                 arm.fetch_failures += 1
-                self.stats.backend_errors += 1
-                logger.warning("Slot %d: fetch of %s failed (%d in a row): %s", self.slot,
-                               arm.arm_id, arm.fetch_failures, exc)
                 if arm.fetch_failures >= self.settings.fetch_failures_to_give_up:
                     self._give_up(arm, hour)
                 continue
             arm.fetch_failures = 0
-            deltas, bad = arm.feed.absorb(readings)
+            deltas, bad = arm.feed.absorb(readings, now_hour=hour)
             for delta in deltas:
-                if arm.acked.get(delta.key) != (delta.mean, delta.var, delta.n):
+                if arm.acked.get(delta.key) != (delta.mean, delta.var, delta.n) \
+                        and delta.key not in self._unacked:  # the first value stands
                     self._unacked[delta.key] = delta
             self._unacked_rejections.extend(FeedRejectionRecord(r.payload, r.reason)
                                             for r in bad)
 
     def send_reports(self, hour: int, heartbeat: bool) -> ReportAck | None:
         """Report buffered deltas (one try); returns the last ack, ``None`` if none came."""
-        if not (self._unacked or self._unacked_rejections or self._launched or heartbeat):
+        if not (self._unacked or self._unacked_rejections or heartbeat):
             return None
         live_id = self.current.arm_id if self.current is not None else None
         pending = list(self._unacked.values())
@@ -403,8 +521,7 @@ class ArmSlotRunner:
         for start in range(0, max(len(pending), 1), step):
             chunk = tuple(pending[start:start + step])
             rejections = tuple(self._unacked_rejections) if start == 0 else ()
-            launched = tuple(self._launched) if start == 0 else ()
-            report = Report(self.slot, hour, live_id, chunk, rejections, launched)
+            report = Report(self.slot, hour, live_id, chunk, rejections)
             began = time.perf_counter()
             got = self._port_try("report", lambda r=report: self.port.report(r))
             if got is None:
@@ -414,9 +531,9 @@ class ArmSlotRunner:
             self.stats.reports += 1
             self.stats.deltas_reported += ack.accepted
             if start == 0:
-                self._unacked_rejections = []
-                self._launched = self._launched[len(launched):]
-            by_arm = {a.arm_id: a for a in (self.current, *self.draining) if a is not None}
+                self._unacked_rejections = self._unacked_rejections[len(rejections):]
+            by_arm = {a.arm_id: a for a in (self.current, *self.stopping, *self.draining)
+                      if a is not None}
             for delta in chunk:
                 self._unacked.pop(delta.key, None)
                 owner = by_arm.get(delta.arm_id)
@@ -461,69 +578,121 @@ class ArmSlotRunner:
         reason = stop_reason(self.arms_spec, hour - arm.launched_hour,
                              arm.feed.hours_complete, p_feasible, pick_share)
         if reason is not None:
-            self._stop_started = time.perf_counter()
-            self._backend_call("stop", lambda: self.backend.stop(arm.arm_id))
-            self._end(arm, hour, reason)
-            self.draining.append(arm)
-            self.send_retirements(hour)
+            self._begin_stop(arm, hour, reason)
         return reason
 
     def try_launch(self, hour: int) -> None:
-        """Ask for the next sample (one try) and launch it; retried at later polls."""
-        if self._to_retire or hour < self._no_launch_before_hour:
-            return  # the slot's previous arm must be retired centrally first
+        """Ask for the next sample (one try) and launch it; retried at later polls.
+
+        Nothing is launched while an earlier arm of the slot is still on the
+        platform (its stop has not succeeded) or a lifecycle step of it has not
+        reached the central service.
+        """
+        if self.current is not None or self.stopping or self._outbox \
+                or hour < self._no_launch_before_hour:
+            return
         seq = self.next_seq
         began = time.perf_counter()
         reply = self._port_try("sample", lambda: self.port.sample(self.slot, seq, hour))
         if reply is None:  # not now (a synchronous batch still runs, or a retry): next poll
             return
+        # Durably "launching" before the platform hears of the arm (a retried sample
+        # of the same seq returns the same arm, so a failure here is retried later).
+        if self._port_try("transition", lambda: self.port.transition(
+                self.slot, reply.arm_id, LAUNCHING, hour)) is None:
+            return
         self.stats.sample_s.append(time.perf_counter() - began)
         self.next_seq = seq + 1
         arm = _Arm(reply.arm_id, dict(reply.params), reply.launched_hour,
-                   ArmFeed(reply.arm_id, self.metrics, reply.launched_hour))
+                   self._feed(reply.arm_id, reply.launched_hour))
         self.current = arm
         self.stats.arms.append((arm.arm_id, arm.launched_hour, None, None))
-        if not self._backend_call("launch", lambda: self.backend.launch(arm.arm_id, arm.params)):
-            self._backend_call("stop", lambda: self.backend.stop(arm.arm_id))
-            self._end(arm, hour, STOP_LAUNCH_FAILED)
-            self.send_retirements(hour)
+        self._note_on_platform()
+        try:
+            self.calls.call("launch", arm.arm_id,
+                            lambda: self.backend.launch(arm.arm_id, arm.params))
+        except BackendCallError as exc:
+            arm.launched = False
+            self._outbox.append(("state", arm, LAUNCH_FAILED, hour, str(exc)[:500]))
+            self._begin_stop(arm, hour, STOP_LAUNCH_FAILED)  # it may be half-launched
             self._no_launch_before_hour = hour + 1  # try the platform again next hour
             return
-        self._launched.append((arm.arm_id, hour))  # told to the service with the next report
+        self._outbox.append(("state", arm, LIVE, hour, None))
+        self.send_lifecycle(hour)
         if self._stop_started is not None:
             self.stats.relaunch_s.append(time.perf_counter() - self._stop_started)
             self._stop_started = None
 
-    def _end(self, arm: _Arm, hour: int, reason: str) -> None:
-        """Mark the arm stopped here and queue its central retirement.
+    def _begin_stop(self, arm: _Arm, hour: int, reason: str) -> None:
+        """Decide the arm's stop: retire it centrally and stop it on the platform now.
 
         A stop issued inside job hour ``h`` (not at its very start) leaves the
         arm served for part of ``h``, so the platform may publish ``h`` too: the
         arm is polled until that hour is in as well (or ``late_data_hours`` pass).
         """
+        self._stop_started = time.perf_counter()
         arm.stopped_hour, arm.stop_reason = hour, reason
         arm.data_end = max(hour, math.ceil(self.clock.now_hours() - _EPS_HOURS))
+        arm.feed.data_end = arm.data_end
         if arm is self.current:
             self.current = None
-        self._to_retire.append(arm)
+        self._outbox.append(("retire", arm, reason, hour))
+        self.stopping.append(arm)
         self.stats.arms = [(a, launched, hour, reason) if a == arm.arm_id else (a, launched, s, r)
                            for a, launched, s, r in self.stats.arms]
+        self.retry_stops(hour, force=True)
+        self.send_lifecycle(hour)
 
-    def send_retirements(self, hour: int) -> None:
-        """Tell the central service about stopped arms (one try each; kept on failure)."""
-        while self._to_retire:
-            arm = self._to_retire[0]
-            done = self._port_try("retire", lambda a=arm: self.port.retire(
-                self.slot, a.arm_id, a.stop_reason or STOP_BACKEND_ERROR, a.stopped_hour))
+    def retry_stops(self, hour: int, force: bool = False) -> None:
+        """Try the platform stop of every arm being stopped that is due (backoff in polls).
+
+        An arm counts as stopped only once ``stop`` returned; until then it stays
+        in :attr:`stopping`, each failed try is logged (``stop_failed``), and
+        the next try waits 1, 2, 4, ... polls (at most ``max_stop_retry_polls``).
+        """
+        left: list[_Arm] = []
+        for arm in self.stopping:
+            if not force and self._polls < arm.next_stop_poll:
+                left.append(arm)
+                continue
+            try:
+                self.calls.call("stop", arm.arm_id, lambda a=arm: self.backend.stop(a.arm_id))
+            except BackendCallError as exc:
+                arm.stop_failures += 1
+                self.stats.stop_failures += 1
+                gap = min(2 ** (arm.stop_failures - 1), self.settings.max_stop_retry_polls)
+                arm.next_stop_poll = self._polls + gap
+                self._outbox.append(("state", arm, STOP_FAILED, hour, str(exc)[:500]))
+                left.append(arm)
+                continue
+            self._outbox.append(("state", arm, STOPPED, hour, None))
+            if arm.launched:
+                self.draining.append(arm)
+        self.stopping = left
+
+    def send_lifecycle(self, hour: int) -> None:
+        """Tell the central service the slot's lifecycle steps, in order (kept on failure)."""
+        while self._outbox:
+            step = self._outbox[0]
+            if step[0] == "retire":
+                _, arm, reason, at = step
+                done = self._port_try("retire", lambda a=arm, r=reason, h=at: self.port.retire(
+                    self.slot, a.arm_id, r or STOP_BACKEND_ERROR, h))
+            else:
+                _, arm, state, at, detail = step
+                done = self._port_try("transition", lambda a=arm, st=state, h=at, d=detail:
+                                      self.port.transition(self.slot, a.arm_id, st, h, d))
             if done is None:
                 return
-            self._to_retire.pop(0)
+            self._outbox.pop(0)
+
+    # Kept for callers of the earlier name.
+    send_retirements = send_lifecycle
 
     def _give_up(self, arm: _Arm, hour: int) -> None:
         """Repeated fetch failures: stop the arm (if live) and stop polling it."""
         if arm is self.current:
-            self._backend_call("stop", lambda: self.backend.stop(arm.arm_id))
-            self._end(arm, hour, STOP_BACKEND_ERROR)
+            self._begin_stop(arm, hour, STOP_BACKEND_ERROR)
         else:
             self.draining = [a for a in self.draining if a is not arm]
 
@@ -531,21 +700,6 @@ class ArmSlotRunner:
     def _backoff(self, attempt: int) -> float:
         s = self.settings
         return min(s.max_backoff_s, s.initial_backoff_s * (2 ** attempt))
-
-    def _backend_call(self, what: str, call: Callable[[], Any]) -> bool:
-        """Try a backend call with backoff; returns False after the last failure."""
-        attempts = self.settings.backend_attempts
-        for attempt in range(attempts):
-            try:
-                call()
-                return True
-            except Exception as exc:  # noqa: BLE001 - any platform error
-                self.stats.backend_errors += 1
-                logger.warning("Slot %d: backend %s failed (attempt %d/%d): %s", self.slot,
-                               what, attempt + 1, attempts, exc)
-                if attempt + 1 < attempts:
-                    self._sleep(self._backoff(attempt))
-        return False
 
     def _port_try(self, what: str, call: Callable[[], T]) -> T | None:
         """One call to the central actor; ``None`` on a retryable failure."""

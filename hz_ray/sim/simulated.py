@@ -196,13 +196,18 @@ class SimulatedBackend:
     def stop(self, arm_id: str) -> None:
         """Stop serving the arm now; its complete hours stay fetchable. Idempotent.
 
-        Raises:
-            InputDataError: On an unknown arm.
+        Stopping an arm this backend never launched is a no-op (the protocol's
+        rule: a job's final stops may name an arm whose launch never reached
+        the platform).
         """
         with self._lock:
-            arm = self._arm(arm_id)
-            if arm.stop_time is None:
+            arm = self._arms.get(arm_id)
+            if arm is not None and arm.stop_time is None:
                 arm.stop_time = max(self.clock.now_hours(), arm.launch_time)
+
+    def stopped_at(self, arm_id: str) -> float | None:
+        """Job hour at which the arm was stopped, or ``None`` while it is served."""
+        return self._arm(arm_id).stop_time
 
     # ----------------------------------------------------------- GroundTruth
 
@@ -211,6 +216,11 @@ class SimulatedBackend:
         return self.world.true_deltas(params)
 
     # --------------------------------------------------------------- extras
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """The metrics every reading covers, the world's (``backends.base.declared_metrics``)."""
+        return tuple(self.world.metrics)
 
     @property
     def arm_ids(self) -> tuple[str, ...]:

@@ -488,3 +488,129 @@ def test_control_var_is_the_covariance_of_two_arms_sharing_the_control(units):
     assert 0.35 < float(np.mean(c1)) / float(np.mean(v1)) < 0.6
     assert reading_to_delta(HourlyReading("a", 0, "m", GroupStats(1.2, None, 100),
                                           cstats)).control_var is None
+
+
+# ------------------------------------------------- readings that skipped validation
+
+
+def unvalidated(test=(1.1, 0.5, 100), control=(1.0, 0.4, 200), arm="a", hour=0, metric="m"):
+    """A reading built as unpickling builds it: no ``__post_init__`` runs."""
+
+    def stats(values):
+        if not isinstance(values, tuple):
+            return values
+        out = object.__new__(GroupStats)
+        for name, value in zip(("mean", "var", "n"), values, strict=True):
+            object.__setattr__(out, name, value)
+        return out
+
+    reading = object.__new__(HourlyReading)
+    for name, value in (("arm_id", arm), ("hour", hour), ("metric", metric),
+                        ("test", stats(test)), ("control", stats(control))):
+        object.__setattr__(reading, name, value)
+    return reading
+
+
+def test_an_unvalidated_but_good_reading_gives_the_same_delta():
+    good = HourlyReading("a", 0, "m", GroupStats(1.1, 0.5, 100), GroupStats(1.0, 0.4, 200))
+    assert reading_to_delta(unvalidated()) == reading_to_delta(good)
+
+
+@pytest.mark.parametrize(("reading", "field"), [
+    (unvalidated(test=(1.1, 0.5, 0)), "'test.n'"),             # ZeroDivisionError before
+    (unvalidated(control=(1.0, 0.4, 0)), "'control.n'"),
+    (unvalidated(test=("abc", 0.5, 100)), "'test.mean'"),      # ValueError before
+    (unvalidated(test=("1.5", 0.5, 100)), "'test.mean'"),      # silently float()ed before
+    (unvalidated(control=(None, 0.4, 200)), "'control.mean'"),  # TypeError before
+    (unvalidated(test=(1.1, 0.5, None)), "'test.n'"),
+    (unvalidated(test=(1.1, "x", 100)), "'test.var'"),
+    (unvalidated(test=(1.1, 0.5, True)), "'test.n'"),
+    (unvalidated(test=(1.1, 0.5, 2.5)), "'test.n'"),
+    (unvalidated(test=(1.1, -0.5, 100)), "'test.var'"),
+    (unvalidated(test=(float("nan"), 0.5, 100)), "'test.mean'"),
+    (unvalidated(control=(10**400, 0.4, 200)), "'control.mean'"),  # OverflowError before
+    (unvalidated(test=(1.1, 0.5, 10**400)), "'test.n'"),
+    (unvalidated(control=(0.0, 0.4, 200)), "'control.mean'"),
+    (unvalidated(test=None), "'test'"),
+    (unvalidated(hour="3"), "'hour'"),
+    (object.__new__(HourlyReading), "'arm_id'"),                  # no attributes at all
+    (unvalidated(test=object.__new__(GroupStats)), "'test.mean'"),
+])
+def test_reading_that_skipped_validation_raises_only_input_data_error(reading, field):
+    with pytest.raises(InputDataError) as info:
+        reading_to_delta(reading)
+    assert field in str(info.value)
+
+
+def test_an_object_whose_methods_raise_still_gives_input_data_error():
+    class Evil(float):
+        def __repr__(self):
+            raise RuntimeError("repr")
+
+        def __float__(self):
+            raise RuntimeError("float")
+
+    class Odd:
+        def __repr__(self):
+            raise RuntimeError("repr")
+
+    # a float subclass is read by its value, not by its own methods
+    assert reading_to_delta(unvalidated(test=(Evil(1.1), 0.5, 100))).mean == \
+        reading_to_delta(unvalidated()).mean
+    with pytest.raises(InputDataError, match="'test.mean'.*failing repr"):
+        reading_to_delta(unvalidated(test=(Odd(), 0.5, 100)))
+
+
+# ---------------------------------------------------------- domain of the ratio
+
+
+@pytest.mark.parametrize(("test_mean", "control_mean", "old_delta"), [
+    (1.0, -0.98, -2.02),     # a negative control flips the sign: -202%
+    (-1.0, -0.485, 1.06),    # both negative: +206%
+])
+def test_negative_control_mean_is_outside_the_ratio_domain(test_mean, control_mean, old_delta):
+    reading = HourlyReading("a", 0, "m", GroupStats(test_mean, 0.5, 1000),
+                            GroupStats(control_mean, 0.5, 1000))
+    assert test_mean / control_mean - 1 == pytest.approx(old_delta, abs=0.01)
+    with pytest.raises(InputDataError, match=r"'control.mean' must be > 0"):
+        reading_to_delta(reading)
+
+
+def test_negative_test_mean_is_outside_the_ratio_domain():
+    reading = HourlyReading("a", 0, "m", GroupStats(-0.01, 0.5, 1000),
+                            GroupStats(1.0, 0.5, 1000))
+    with pytest.raises(InputDataError, match=r"'test.mean' must be >= 0"):
+        reading_to_delta(reading)
+
+
+def test_a_test_hour_without_activity_is_a_delta_of_minus_one():
+    control = GroupStats(0.05, 0.05, 10_000)
+    for var in (0.0, None):
+        delta = reading_to_delta(HourlyReading("a", 0, "m", GroupStats(0.0, var, 20), control))
+        assert delta.mean == -1.0
+        assert delta.var == (0.0 if var is not None else None)
+    # a mean of 0 over values >= 0 means every unit was 0: a variance > 0 is impossible
+    with pytest.raises(InputDataError, match=r"'test.var' must be 0"):
+        reading_to_delta(HourlyReading("a", 0, "m", GroupStats(0.0, 0.3, 20), control))
+
+
+def test_keeping_hours_without_activity_keeps_a_sparse_arm_unbiased():
+    """Monte Carlo: 20 users at 0.05 events each, no true lift; P(no event) = e**-1.
+
+    Rejecting exactly the hours with a test mean of 0 would bias the N-weighted
+    aggregate by E[a | a > 0] / E[a] - 1 = 1 / (1 - e**-1) - 1 = +58%.
+    """
+    rng = np.random.default_rng(11)
+    lam, users, hours = 0.05, 20, 10_000
+    counts = rng.poisson(lam, size=(hours, users)).astype(float)
+    control = GroupStats(lam, lam, 10**6)  # a big control group: b is exact, q tiny
+    deltas = [reading_to_delta(HourlyReading(
+        "a", h, "m", GroupStats(float(row.mean()), float(row.var(ddof=1)), users), control))
+        for h, row in enumerate(counts)]
+    kept = aggregate(deltas, 1e-6)
+    zero = [d for d in deltas if d.mean == -1.0]
+    assert len(zero) / hours == pytest.approx(math.exp(-1), abs=0.015)
+    # one hour's delta has sd sqrt(lam / users) / lam = 1, so the mean's s.e. is 0.01
+    assert abs(kept.mean) < 0.04
+    dropped = aggregate([d for d in deltas if d.mean != -1.0], 1e-6)
+    assert dropped.mean == pytest.approx(1 / (1 - math.exp(-1)) - 1, abs=0.06)

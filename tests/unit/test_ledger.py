@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
+import pickle
 import random
 
+import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from hz_ray.delta import aggregate
 from hz_ray.errors import ConfigError, InputDataError, StateError
@@ -121,6 +126,7 @@ def test_ingest_accepts_counts_duplicates_and_rejects_with_reasons():
     assert "'ghost' is not registered" in reasons[0]
     assert "metric 'clicks' is not modelled" in reasons[1]
     assert "conflicts with the accepted record" in reasons[2] and "0.02" in reasons[2]
+    assert "mean=0.05" in reasons[2] and "the first accepted value stands" in reasons[2]
     assert ledger.num_records == 2 and ledger.version == 2
     # The first accepted value stands.
     assert ledger.estimate("a", "views").mean == 0.02
@@ -146,11 +152,150 @@ def test_version_bumps_per_accepted_record_only():
     assert ledger.version == 2
 
 
-def test_non_delta_items_raise_before_anything_is_ingested():
+def test_non_delta_items_are_rejected_with_a_reason_and_the_rest_ingested():
     ledger = make_ledger("a")
-    with pytest.raises(InputDataError, match=r"'deltas\[1\]'"):
-        ledger.ingest([d("a", "views", 0), {"arm_id": "a"}])  # type: ignore[list-item]
+    good = d("a", "views", 0)
+    items = [{"arm_id": "a", "mean": float("nan")}, good, None, "x", 3.5, d("a", "likes", 0)]
+    result = ledger.ingest(items)  # type: ignore[arg-type]
+    assert result.accepted == (good, d("a", "likes", 0))
+    assert len(result.rejected) == 4
+    for bad in result.rejected:
+        assert bad.record is None and "Not an HourlyDelta" in bad.reason
+        json.dumps(bad.raw, allow_nan=False)  # strict JSON, for the event log
+    assert result.rejected[0].raw == {"arm_id": "a", "mean": "nan"}
+    assert result.rejected[1].raw == {"type": "NoneType", "repr": "None"}
+    assert ledger.num_records == 2
+
+
+def test_a_non_iterable_argument_is_a_typed_error():
+    ledger = make_ledger("a")
+    with pytest.raises(InputDataError, match="'deltas'"):
+        ledger.ingest(d("a", "views", 0))  # type: ignore[arg-type]
     assert ledger.num_records == 0
+
+
+def unvalidated(arm="a", metric="views", hour=0, mean=0.01, var=1e-4, n=100, control_var=None,
+                drop=()):
+    """A delta as unpickling builds it: no ``__post_init__`` runs."""
+    delta = object.__new__(HourlyDelta)
+    for name, value in (("arm_id", arm), ("metric", metric), ("hour", hour), ("mean", mean),
+                        ("var", var), ("n", n), ("control_var", control_var)):
+        if name not in drop:
+            object.__setattr__(delta, name, value)
+    return delta
+
+
+@pytest.mark.parametrize(("item", "field"), [
+    (unvalidated(mean=float("nan")), "'mean'"),
+    (unvalidated(mean="0.01"), "'mean'"),
+    (unvalidated(var=-1e-4), "'var'"),
+    (unvalidated(var=float("inf")), "'var'"),
+    (unvalidated(n=0), "'n'"),
+    (unvalidated(n=True), "'n'"),
+    (unvalidated(n="5"), "'n'"),
+    (unvalidated(n=10**400), "'n'"),
+    (unvalidated(control_var=-1.0), "'control_var'"),
+    (unvalidated(hour=-1), "'hour'"),
+    (unvalidated(hour=2**63), "'hour'"),
+    (unvalidated(arm=3), "'arm_id'"),
+    (unvalidated(metric=None), "'metric'"),
+    (unvalidated(drop=("n",)), "'n'"),
+])
+def test_unpickled_deltas_with_invalid_fields_are_rejected(item, field):
+    ledger = make_ledger("a")
+    result = ledger.ingest([item, d("a", "views", 1)])
+    assert [r.hour for r in result.accepted] == [1]
+    (bad,) = result.rejected
+    assert bad.record is None and field in bad.reason
+    json.dumps(bad.raw, allow_nan=False)
+    assert ledger.estimate("a", "views").hours == 1  # the estimate still works
+
+
+def test_a_real_pickle_round_trip_of_a_corrupted_delta_is_rejected():
+    bad = d("a", "views", 0)
+    object.__setattr__(bad, "mean", float("nan"))
+    copy = pickle.loads(pickle.dumps(bad))
+    assert math.isnan(copy.mean)  # unpickling did not re-validate
+    ledger = make_ledger("a")
+    result = ledger.ingest([copy])
+    assert not result.accepted and "'mean'" in result.rejected[0].reason
+    assert result.rejected[0].raw["mean"] == "nan"
+
+
+def test_a_huge_unit_count_is_rejected_not_left_to_overflow_the_estimate():
+    ledger = make_ledger("a")
+    huge = HourlyDelta("a", "views", 0, 0.01, 1e-4, 10**400)  # passes HourlyDelta's checks
+    result = ledger.ingest([huge, d("a", "views", 1)])
+    assert len(result.accepted) == 1 and "'n'" in result.rejected[0].reason
+    assert ledger.estimate("a", "views").n == 100
+
+
+def test_subclassed_fields_are_stored_as_exact_builtins():
+    class Loud(float):
+        def __eq__(self, other):
+            raise RuntimeError("no comparisons")
+
+        __hash__ = float.__hash__
+
+    ledger = make_ledger("a")
+    odd = unvalidated(mean=Loud(0.01), var=np.float64(1e-4))
+    plain = d("a", "views", 0)
+    result = ledger.ingest([odd, plain])
+    assert result.accepted == (plain,) and result.duplicates == 1
+    (stored,) = ledger.deltas("a", "views")
+    assert type(stored.mean) is float and type(stored.var) is float
+
+
+def test_well_formed_deltas_are_kept_by_identity_when_accepted_or_rejected():
+    ledger = make_ledger("a")
+    first, ghost = d("a", "views", 0), d("ghost", "views", 0)
+    result = ledger.ingest([first, ghost])
+    assert result.accepted[0] is first
+    assert result.rejected[0].record is ghost and result.rejected[0].raw is None
+    assert RejectedRecord(ghost, "why").raw is None  # the old two-argument form still works
+
+
+class ExplodingObject:
+    """Every way of looking at it raises."""
+
+    def __getattr__(self, name):
+        raise RuntimeError(name)
+
+    def __repr__(self):
+        raise RuntimeError("repr")
+
+    def __eq__(self, other):
+        raise RuntimeError("eq")
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(
+    st.from_type(type), st.sampled_from([object(), ExplodingObject(), Ellipsis, b"\xff"]),
+    st.none(), st.integers(), st.floats(), st.text(max_size=5),
+    st.builds(unvalidated, arm=st.sampled_from(["a", "b", "", 0]),
+              metric=st.sampled_from(["views", "likes", "clicks", None]),
+              hour=st.one_of(st.integers(-2, 5), st.just(2**70), st.just("1")),
+              mean=st.one_of(st.floats(), st.integers(), st.text(max_size=3), st.none()),
+              var=st.one_of(st.none(), st.floats(), st.integers(-1, 3)),
+              n=st.one_of(st.integers(-1, 10**3), st.just(10**400), st.booleans(), st.floats()),
+              control_var=st.one_of(st.none(), st.floats())),
+), max_size=12))
+def test_ingest_never_raises_and_keeps_only_valid_deltas(items):
+    ledger = make_ledger("a")
+    result = ledger.ingest(items)
+    assert len(result.accepted) + result.duplicates + len(result.rejected) == len(items)
+    for bad in result.rejected:
+        assert isinstance(bad.reason, str) and bad.reason
+        json.dumps(bad.raw, allow_nan=False)
+    for delta in result.accepted:
+        assert delta.arm_id == "a" and delta.metric in METRICS
+        assert math.isfinite(delta.mean) and 1 <= delta.n <= 2**53
+        assert delta.var is None or (math.isfinite(delta.var) and delta.var >= 0)
+    for metric in METRICS:
+        if ledger.deltas("a", metric):
+            assert ledger.estimate("a", metric).hours == len(ledger.deltas("a", metric))
 
 
 def test_rejected_record_type():

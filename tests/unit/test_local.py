@@ -64,18 +64,31 @@ def test_learns_a_feasible_lift_on_the_smooth_world(tmp_path):
     assert truth["likes"] >= -0.005 - 1e-9
 
 
-def test_resume_after_a_crash_matches_the_uninterrupted_run(tmp_path):
-    full, _, _ = run(tmp_path, "full")
+def test_a_job_that_ended_stops_its_arms_and_resumes_with_fresh_ones(tmp_path):
+    """An ended job left nothing live; extending it later launches new arms from its posterior.
+
+    (Resuming after a SIGKILL, which re-adopts the arms still live, is checked
+    in a child process by tests/unit/test_kill_points.py.)
+    """
     clock = SimClock()
     world, _ = smooth_job()
     backend = SimulatedBackend(world, clock, seed=0, traffic_per_arm=50_000)
-    run(tmp_path, "crash", hours=9, clock=clock, backend=backend)
-    # The driver "crashes" after hour 8; the platform keeps running.
-    resumed, _, _ = run(tmp_path, "crash", hours=HOURS, resume=True, clock=clock, backend=backend)
-    assert comparable(resumed) == comparable(full)
+    first, _, _ = run(tmp_path, "ended", hours=9, clock=clock, backend=backend)
+    live_at_end = [a for a, s in first.arms.items() if s.stopped_hour is None]
+    assert live_at_end, "the job had live arms at its end"
+    log = pq.read_table(first.log_path).to_pylist()
+    last_state = {e["arm_id"]: e["state"] for e in log if e["kind"] == "arm_state"}
+    assert set(last_state.values()) == {"stopped"}
+    assert all(backend.stopped_at(a) is not None for a in live_at_end)
+    resumed, _, _ = run(tmp_path, "ended", hours=HOURS, resume=True, clock=clock,
+                        backend=backend)
+    assert len(resumed.recommendations) == HOURS
+    assert {a.launched_hour for a in resumed.arms.values()} >= {9}
     log = pq.read_table(resumed.log_path).to_pylist()
     accepted = [(e["arm_id"], e["metric"], e["hour"]) for e in log if e["kind"] == "delta_accepted"]
     assert len(accepted) == len(set(accepted)), "a record was counted twice across the restart"
+    last_state = {e["arm_id"]: e["state"] for e in log if e["kind"] == "arm_state"}
+    assert set(last_state.values()) == {"stopped"} and set(last_state) == set(resumed.arms)
 
 
 def test_synchronous_mode_waits_for_the_whole_batch(tmp_path):

@@ -70,10 +70,13 @@ def test_sample_is_idempotent_per_slot_and_seq(service):
     first = service.sample(1, 0, hour=0)
     assert first.arm_id == aid(1, 0)
     assert service.sample(1, 0, hour=5) == first  # a retried request returns the same arm
-    with pytest.raises(StateError, match="retire"):
+    with pytest.raises(StateError, match="one arm per slot"):
         service.sample(1, 1, hour=1)  # the slot's arm is still live
     assert service.retire(1, first.arm_id, "max_hours", 4) is True
     assert service.retire(1, first.arm_id, "max_hours", 4) is False
+    with pytest.raises(StateError, match="'stopping'"):
+        service.sample(1, 1, hour=4)  # retired, but its platform stop has not returned yet
+    assert service.transition(1, first.arm_id, "stopped", 4) is True
     with pytest.raises(StateError, match="seq"):
         service.sample(1, 3, hour=4)
     second = service.sample(1, 1, hour=4)
@@ -99,6 +102,7 @@ def test_samples_never_wait_for_a_refit(service):
         started = time.perf_counter()
         service.report(Report(0, 1, aid(0, 0), deltas(aid(0, 0), range(2))))
         service.retire(0, aid(0, 0), "max_hours", 1)
+        service.transition(0, aid(0, 0), "stopped", 1)
         reply = service.sample(0, 1, hour=1)
         elapsed = time.perf_counter() - started
     finally:
@@ -119,6 +123,7 @@ def test_restart_rebuilds_from_checkpoint_and_log(config, tmp_path):
     svc.report(Report(1, 3, b.arm_id, deltas(b.arm_id, range(3), 0.02),
                       (FeedRejectionRecord({"why": "bad"}, "bad reading"),)))
     svc.retire(0, a.arm_id, "max_hours", 4)
+    svc.transition(0, a.arm_id, "stopped", 4)
     c = svc.sample(0, 1, hour=4)
     before = svc.ledger_state()
     svc.close()  # (a crash loses only unacknowledged work; everything above was acked)
@@ -189,9 +194,11 @@ def test_synchronous_batches_wait_until_every_arm_of_the_batch_stopped(config, t
         b = svc.sample(1, 0, hour=0)  # the same batch: launched in the same hour
         assert a is not None and b is not None
         svc.retire(0, a.arm_id, "guardrail", 2)
+        svc.transition(0, a.arm_id, "stopped", 2)
         assert svc.sample(0, 1, hour=2) is None  # b, of the earlier batch, is still live
         assert svc.slot_state(0).next_seq == 1  # nothing was handed out
         svc.retire(1, b.arm_id, "max_hours", 4)
+        svc.transition(1, b.arm_id, "stopped", 4)
         c = svc.sample(0, 1, hour=4)
         d = svc.sample(1, 1, hour=4)
         assert c is not None and d is not None and c.arm_id != d.arm_id
@@ -202,6 +209,7 @@ def test_synchronous_batches_wait_until_every_arm_of_the_batch_stopped(config, t
         a = asynchronous.sample(0, 0, hour=0)
         asynchronous.sample(1, 0, hour=0)
         asynchronous.retire(0, a.arm_id, "guardrail", 2)
+        asynchronous.transition(0, a.arm_id, "stopped", 2)
         assert asynchronous.sample(0, 1, hour=2) is not None
     finally:
         asynchronous.close()

@@ -1,0 +1,215 @@
+"""Stop every arm a job left on the platform, from its run folder: the one end-of-job path.
+
+Every ending of a job runs :func:`reconcile_folder` once the posterior service
+is closed (no other writer of the log is left): the normal end and every
+exception, SIGINT or SIGTERM on both drivers, and after a SIGKILL the next
+start of the same folder (resume) or ``hz-ray stop RUN_DIR``. It reads the
+arms' lifecycle from the event log (:mod:`hz_ray.service.arm_states`), and for
+each arm that may still be served:
+
+- an arm only ``proposed`` (the platform was never asked to launch it) is
+  marked ``stopped`` without a platform call;
+- an arm the caller re-adopts (a resumed job whose live arm still has hours to
+  run) is left as it is;
+- the recommended arm is kept live and marked ``handed_off`` when the job asks
+  for it (``arms.handoff_recommended``);
+- every other arm is retired (if it was not), marked ``stopping``, and stopped
+  on the platform with timeouts and jittered retries until the stop returns
+  (``stopped``) or the deadline passes; each failed attempt is logged as
+  ``stop_failed`` and the arm stays ``stopping``, for the next reconcile.
+
+Each arm's events are committed (one Parquet part) as soon as its outcome is
+known, so a kill in the middle loses nothing and a rerun carries on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hz_ray.backends.base import ArmBackend
+from hz_ray.run_folder import LOG_DIR_NAME
+from hz_ray.service.arm_states import (
+    HANDED_OFF,
+    PROPOSED,
+    STOP_FAILED,
+    STOPPED,
+    STOPPING,
+    effective_state,
+)
+from hz_ray.service.backend_calls import BackendCaller, BackendCallError, CallPolicy
+from hz_ray.service.job_state import JobState
+from hz_ray.service.messages import ArmRecord
+from hz_ray.storage import EventLog
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DEADLINE_S = 300.0
+
+
+@dataclass(frozen=True)
+class ReconcileReport:
+    """What one reconcile did.
+
+    Attributes:
+        stopped: Arms stopped on the platform now.
+        never_launched: Arms marked stopped without a call (only ever proposed).
+        handed_off: Arms kept live on request (the recommended arm).
+        readopted: Arms left live for a resumed job to continue.
+        stuck: ``(arm_id, last error)`` of arms whose stop kept failing until the
+            deadline: still ``stopping`` in the log; run the reconcile again.
+        already_settled: Arms that were stopped (or handed off) before.
+    """
+
+    stopped: tuple[str, ...] = ()
+    never_launched: tuple[str, ...] = ()
+    handed_off: tuple[str, ...] = ()
+    readopted: tuple[str, ...] = ()
+    stuck: tuple[tuple[str, str], ...] = ()
+    already_settled: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """True when no arm is left stuck."""
+        return not self.stuck
+
+    def summary(self) -> str:
+        """One line for people."""
+        parts = [f"{len(self.stopped)} arm(s) stopped"]
+        if self.never_launched:
+            parts.append(f"{len(self.never_launched)} never launched")
+        if self.handed_off:
+            parts.append(f"handed off (still live): {', '.join(self.handed_off)}")
+        if self.readopted:
+            parts.append(f"{len(self.readopted)} re-adopted")
+        if self.stuck:
+            parts.append(f"STUCK (stop keeps failing): {', '.join(a for a, _ in self.stuck)}")
+        return "; ".join(parts)
+
+
+@dataclass
+class _Outcome:
+    stopped: list[str] = field(default_factory=list)
+    never: list[str] = field(default_factory=list)
+    handed: list[str] = field(default_factory=list)
+    readopted: list[str] = field(default_factory=list)
+    stuck: list[tuple[str, str]] = field(default_factory=list)
+
+
+def unsettled_arms(run_dir: str | Path, job_id: str) -> list[ArmRecord]:
+    """The job's arms the platform may still serve, from the folder's log."""
+    state = JobState(job_id)
+    state.replay(EventLog(Path(run_dir) / LOG_DIR_NAME).read())
+    return state.unsettled()
+
+
+def reconcile_folder(
+    run_dir: str | Path,
+    job_id: str,
+    backend: ArmBackend,
+    *,
+    hour: int,
+    reason: str,
+    policy: CallPolicy | None = None,
+    deadline_s: float = DEFAULT_DEADLINE_S,
+    handoff: Iterable[str] = (),
+    readopt: Callable[[ArmRecord], bool] | None = None,
+    sleep: Callable[[float], object] = time.sleep,
+) -> ReconcileReport:
+    """Stop (or hand off, or leave for a resume) every arm of the job that may be served.
+
+    The caller must hold the run folder's lock with no posterior service open
+    on it (this function appends to the event log).
+
+    Args:
+        run_dir: The job's run folder.
+        job_id: The job's id (arms of other jobs in the log are left alone).
+        backend: The platform.
+        hour: The job hour to log the steps at.
+        reason: The retirement reason of arms not yet retired (``"job_end"``,
+            ``"interrupted"``, ``"reconciled"``).
+        policy: Timeouts and retries of each stop call.
+        deadline_s: Give up on stops still failing after this many wall seconds.
+        handoff: Arms to keep live (they must be live); logged ``handed_off``.
+        readopt: Returns True for an arm a resumed job continues (left as is).
+        sleep: Waits between rounds of retries.
+
+    Returns:
+        The :class:`ReconcileReport`.
+    """
+    log = EventLog(Path(run_dir) / LOG_DIR_NAME)
+    state = JobState(job_id)
+    state.replay(log.read())
+    policy = policy if policy is not None else CallPolicy()
+    caller = BackendCaller(policy, sleep, name="reconcile")
+    keep = set(handoff)
+    out = _Outcome()
+    settled_before = sum(1 for a in state.arms.values() if a.settled and a.slot >= 0)
+    todo: list[ArmRecord] = []
+    for arm in state.unsettled():
+        if arm.slot < 0:  # another job's arm in this log: not ours to stop
+            continue
+        if readopt is not None and arm.live and readopt(arm):
+            out.readopted.append(arm.arm_id)
+            continue
+        if arm.state == PROPOSED:
+            _retire_if_live(log, arm, "never_launched", hour)
+            log.append_arm_state(arm.arm_id, STOPPED, hour, "never launched")
+            log.flush()
+            out.never.append(arm.arm_id)
+            continue
+        if arm.arm_id in keep and arm.live and effective_state(arm.state) != STOPPING:
+            log.append_arm_state(arm.arm_id, HANDED_OFF, hour,
+                                 "recommended arm kept live on request (handoff_recommended)")
+            log.flush()
+            out.handed.append(arm.arm_id)
+            continue
+        _retire_if_live(log, arm, reason, hour)
+        if effective_state(arm.state) != STOPPING:
+            log.append_arm_state(arm.arm_id, STOPPING, hour, reason)
+        log.flush()
+        todo.append(arm)
+    _stop_all(log, caller, backend, todo, hour, deadline_s, sleep, out)
+    report = ReconcileReport(tuple(out.stopped), tuple(out.never), tuple(out.handed),
+                             tuple(out.readopted), tuple(out.stuck), settled_before)
+    if todo or out.never or out.handed:
+        logger.info("Job %s: %s.", job_id, report.summary())
+    return report
+
+
+def _retire_if_live(log: EventLog, arm: ArmRecord, reason: str, hour: int) -> None:
+    if arm.live:
+        log.append_retired(arm.arm_id, reason, hour)
+
+
+def _stop_all(log: EventLog, caller: BackendCaller, backend: ArmBackend, todo: list[ArmRecord],
+              hour: int, deadline_s: float, sleep: Callable[[float], object],
+              out: _Outcome) -> None:
+    """Stop every arm of ``todo``, round after round, until all stopped or the deadline."""
+    deadline = time.monotonic() + deadline_s
+    errors: dict[str, str] = {}
+    pause = caller.policy.initial_backoff_s or 0.05
+    while todo:
+        left: list[ArmRecord] = []
+        for arm in todo:
+            try:
+                caller.call("stop", arm.arm_id, lambda a=arm: backend.stop(a.arm_id))
+            except BackendCallError as exc:
+                errors[arm.arm_id] = str(exc)
+                log.append_arm_state(arm.arm_id, STOP_FAILED, hour, str(exc)[:500])
+                log.flush()
+                left.append(arm)
+                continue
+            log.append_arm_state(arm.arm_id, STOPPED, hour, None)
+            log.flush()
+            out.stopped.append(arm.arm_id)
+        todo = left
+        if todo and time.monotonic() + pause > deadline:
+            out.stuck.extend((a.arm_id, errors.get(a.arm_id, "")) for a in todo)
+            return
+        if todo:
+            sleep(pause)
+            pause = min(pause * 2, max(caller.policy.max_backoff_s, 1.0) * 8)

@@ -39,6 +39,13 @@ average that came within -4% .. +8% of the true variance for skewed groups of
 When a group's variance is not reported, the delta's ``var`` is ``None``; the
 mean is still bias-corrected when the control's variance is known.
 
+*Domain.* The metrics are per-unit means of counts and durations (>= 0), so
+:func:`reading_to_delta` requires a control mean ``b > 0`` and a test mean
+``a >= 0``; ``a = 0`` (an hour without activity) is kept and gives -100%, see
+:func:`check_ratio_domain`. It re-validates every field first
+(:func:`normalize_reading`), so a reading that skipped validation (unpickled)
+raises :class:`~hz_ray.errors.InputDataError` and nothing else.
+
 *Shared control.* Every test arm of an hour is compared with the same control
 group, so the control's sampling error ``e_b`` enters every arm's delta of that
 hour, as ``-rho * e_b / b`` to first order. :func:`reading_to_delta` reports that

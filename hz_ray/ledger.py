@@ -27,7 +27,7 @@ from typing import Any
 from hz_ray.delta import Shown, aggregate
 from hz_ray.errors import ConfigError, InputDataError, StateError, field_error
 from hz_ray.reading_checks import delta_payload, screen_delta
-from hz_ray.records import ArmEstimate, HourlyDelta
+from hz_ray.records import ArmEstimate, HourlyDelta, check_arm_id
 
 __all__ = ["ArmInfo", "IngestResult", "Ledger", "RejectedRecord", "SCHEMA_VERSION"]
 
@@ -488,8 +488,7 @@ def _check_positive_floor(var_floor: float) -> float:
 
 
 def _check_arm_id(arm_id: str) -> None:
-    if not isinstance(arm_id, str) or not arm_id:
-        raise field_error(InputDataError, "arm_id", arm_id, "a non-empty string")
+    check_arm_id(arm_id)  # the one arm-id rule (hz_ray.records)
 
 
 def _check_params(params: Mapping[str, float]) -> dict[str, float]:

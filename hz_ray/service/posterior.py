@@ -56,16 +56,17 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from hz_ray.config import TuningConfig
-from hz_ray.errors import HzRayError, InputDataError, StateError, field_error
+from hz_ray.errors import InputDataError, StateError, field_error
 from hz_ray.ledger import Ledger
 from hz_ray.optimizer import Optimizer
-from hz_ray.records import HourlyDelta, Recommendation
+from hz_ray.reading_checks import to_payload
+from hz_ray.records import Recommendation
 from hz_ray.result import ArmSummary, RunResult
 from hz_ray.run_folder import (
     CHECKPOINT_NAME,
@@ -80,6 +81,7 @@ from hz_ray.service.job_state import JobState, rejection_key
 from hz_ray.service.memory import peak_rss_bytes, release_memory, rss_bytes
 from hz_ray.service.messages import (
     ArmRecord,
+    FeedRejectionRecord,
     HourProgress,
     Report,
     ReportAck,
@@ -275,14 +277,19 @@ class PosteriorService:
         Returns:
             The ack (sent once the batch is durable, with ``durable_reports``).
 
+        Every delta is screened again here (a pickled one skipped its
+        validation): anything that is not a valid delta of a known arm and
+        metric is quarantined in the log with its reason, never raised.
+
         Raises:
-            InputDataError: ``report`` is not a :class:`Report` or holds
-                something other than :class:`HourlyDelta` records.
+            InputDataError: ``report`` is not a :class:`Report`.
         """
         if not isinstance(report, Report):
             raise field_error(InputDataError, "report", type(report).__name__, "a Report")
-        deltas, invalid = _revalidate(report.deltas)
-        hour = int(report.hour)
+        hour = _hour_of(report)
+        deltas = report.deltas if isinstance(report.deltas, (tuple, list)) else ()
+        rejections = [r for r in report.rejections if isinstance(r, FeedRejectionRecord)] \
+            if isinstance(report.rejections, (tuple, list)) else []
         with self._lock:
             result = self._ledger.ingest(deltas)
             self._state.metrics_seen.update(d.metric for d in result.accepted)
@@ -290,22 +297,28 @@ class PosteriorService:
                 self._commits.queue("append_accepted", result.accepted)
                 self._pending.append(("deltas", result.accepted))
             new_rejections = 0
-            for delta, reason in invalid:
-                payload = _delta_payload(delta)
-                new_rejections += self._quarantine(rejection_key("raw", payload, reason),
-                                                   payload, reason)
             for bad in result.rejected:
                 d = bad.record
+                if d is None:  # not even a delta: logged as its raw payload
+                    payload = bad.raw if isinstance(bad.raw, dict) else {"raw": bad.raw}
+                    new_rejections += self._quarantine(
+                        rejection_key("raw", payload, bad.reason), payload, bad.reason)
+                    continue
                 new_rejections += self._quarantine(
                     rejection_key("delta", d.arm_id, d.metric, d.hour, d.mean, d.var, d.n,
                                   d.control_var), d, bad.reason)
-            for raw in report.rejections:
+            for raw in rejections:
+                payload = to_payload(raw.payload)
+                payload = payload if isinstance(payload, dict) else {"raw": payload}
+                reason = raw.reason if isinstance(raw.reason, str) else repr(raw.reason)[:500]
                 new_rejections += self._quarantine(
-                    rejection_key("raw", raw.payload, raw.reason), dict(raw.payload), raw.reason)
+                    rejection_key("raw", payload, reason), payload, reason)
             state = self._state
-            for arm_id, launched_hour in report.launched:
-                if state.confirm_live(arm_id):
-                    self._commits.queue("append_arm_state", arm_id, "live", int(launched_hour))
+            launched = report.launched if isinstance(report.launched, (tuple, list)) else ()
+            for item in launched:  # the earlier way of telling 'live' (kept for old workers)
+                if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str) \
+                        and state.confirm_live(item[0]):
+                    self._commits.queue("append_arm_state", item[0], "live", hour)
             state.hour_accepted[hour] += len(result.accepted)
             state.hour_rejected[hour] += new_rejections
             state.max_hour = max(state.max_hour, hour)
@@ -317,7 +330,7 @@ class PosteriorService:
         if self._durable_reports:
             self._commits.wait(ticket)
         self.telemetry.record_ingest(len(result.accepted), result.duplicates,
-                                     len(result.rejected) + len(invalid) + len(report.rejections))
+                                     len(result.rejected) + len(rejections))
         p_feasible = pick_share = None
         assessed = -1
         if published is not None:
@@ -327,7 +340,7 @@ class PosteriorService:
             pick_share = published.pick_shares.get(report.arm_id) if report.arm_id else None
         self.telemetry.record_slot(report.slot, last_hour=hour, p_feasible=p_feasible)
         return ReportAck(len(result.accepted), result.duplicates,
-                         len(result.rejected) + len(invalid) + len(report.rejections), version,
+                         len(result.rejected) + len(rejections), version,
                          p_feasible, assessed, self.incarnation, pick_share)
 
     def _quarantine(self, key: str, record: Any, reason: str) -> int:
@@ -765,25 +778,7 @@ def _warm_up_parquet_writer() -> None:
     pq.write_table(EVENT_SCHEMA.empty_table(), io.BytesIO())
 
 
-def _revalidate(deltas: Sequence[Any]) -> tuple[list[Any], list[tuple[Any, str]]]:
-    """Re-run HourlyDelta validation (pickling skips ``__post_init__``).
-
-    Non-HourlyDelta items are passed through so the ledger raises its typed error.
-    """
-    ok: list[Any] = []
-    bad: list[tuple[Any, str]] = []
-    for delta in deltas:
-        if isinstance(delta, HourlyDelta):
-            try:
-                delta.__post_init__()
-            except HzRayError as exc:
-                bad.append((delta, str(exc)))
-                continue
-        ok.append(delta)
-    return ok, bad
-
-
-def _delta_payload(delta: HourlyDelta) -> dict[str, Any]:
-    return {"arm_id": delta.arm_id, "metric": delta.metric, "hour": delta.hour,
-            "mean": delta.mean, "var": delta.var, "n": delta.n,
-            "control_var": delta.control_var}
+def _hour_of(report: Report) -> int:
+    """The report's job hour (0 when a pickled report carries junk there)."""
+    hour = report.hour
+    return hour if isinstance(hour, int) and not isinstance(hour, bool) and hour >= 0 else 0

@@ -75,10 +75,19 @@ def test_run_local_over_a_file_drop_logs_rejections_and_learns(tmp_path):
                        job_id="fd-0001")
     assert result.arms[first].estimates["views"].mean > 0.015
     assert result.arms[second].estimates["views"].mean < -0.005
-    assert result.rejected == 1
     log = pq.read_table(result.log_path).to_pylist()
     rejected = [e for e in log if e["kind"] == "delta_rejected"]
-    assert len(rejected) == 1 and "finite" in rejected[0]["reason"]
+    assert result.rejected == len(rejected)
+    # The export holds hours 0-3 from the start: rows of hours not yet lived are refused
+    # as future (each distinct row once); the inf row is refused for its value.
+    future = [e for e in rejected if "future" in e["reason"]]
+    other = [e for e in rejected if "future" not in e["reason"]]
+    assert len(other) == 1 and "finite" in other[0]["reason"]
+    assert future and len(future) + 1 == len(rejected)
+    accepted = {(e["arm_id"], e["metric"], e["hour"]) for e in log
+                if e["kind"] == "delta_accepted"}
+    assert accepted == {(a, m, h) for a in (first, second) for m in ("views", "likes")
+                        for h in range(4)}, "every valid row was accepted once its hour passed"
 
 
 # ------------------------------------------------------------------ safety

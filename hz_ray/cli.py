@@ -40,7 +40,7 @@ def _run(config: TuningConfig, args: argparse.Namespace) -> int:
 
     def show(p) -> None:  # noqa: ANN001
         print(progress_line(p.hour, p.live_arms, p.accepted, p.rejected, len(p.launched),
-                            len(p.stopped), p.recommendation), flush=True)
+                            len(p.stopped), p.recommendation, p.stuck_stops), flush=True)
 
     use_ray = args.ray or (args.command == "demo" and not args.local)
     if use_ray:

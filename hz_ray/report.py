@@ -14,13 +14,19 @@ def _pct(x: float) -> str:
 
 
 def progress_line(hour: int, live_arms: int, accepted: int, rejected: int,
-                  launched: int, stopped: int, rec: Recommendation) -> str:
-    """One line per job hour: traffic, arms and the current recommendation."""
+                  launched: int, stopped: int, rec: Recommendation,
+                  stuck_stops: int = 0) -> str:
+    """One line per job hour: traffic, arms and the current recommendation.
+
+    ``stuck_stops`` (arms whose stop keeps failing on the platform) is shown
+    only when non-zero, in capitals: those arms are still served.
+    """
     pick = "control" if rec.is_control else rec.arm_id
+    stuck = f" | STUCK STOPS {stuck_stops}" if stuck_stops else ""
     return (f"hour {hour:3d} | live {live_arms:2d} | +{launched} launched, {stopped} stopped | "
             f"{accepted:4d} deltas in, {rejected} rejected | best {pick:>9s} "
             f"gain {_pct(rec.objective_mean)} (LCB {_pct(rec.objective_lcb)}, "
-            f"P(feasible) {rec.p_feasible:.2f})")
+            f"P(feasible) {rec.p_feasible:.2f}){stuck}")
 
 
 def readout(result: RunResult, truth: Mapping[str, float] | None = None) -> str:

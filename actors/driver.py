@@ -30,6 +30,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayError
 from actors.arm_worker import BackendFactory, RunnerSettings, WorkerStats, arm_worker_class
 from actors.options import ArmWorkerOptions, PosteriorActorOptions, job_namespace
 from actors.posterior import start_posterior_actor
+from actors.supervisor import DEFAULT_POLL_S, start_supervisor
 from hz_ray.backends.factory import check_backend_metrics
 from hz_ray.clock import AcceleratedClock, Clock
 from hz_ray.config import BackendSpec, TuningConfig
@@ -108,6 +109,8 @@ class RayDriver:
         worker_options: Worker options.
         runner_settings: Worker loop knobs.
         startup_timeout_s: Longest wait for the actors to come up.
+        supervisor_poll_s: How often the job's detached supervisor checks that
+            this driver still holds the run folder (if not, it stops the arms).
     """
 
     def __init__(self, config: TuningConfig, backend_factory: BackendFactory, run_dir: Path,
@@ -116,7 +119,8 @@ class RayDriver:
                  posterior_options: PosteriorActorOptions | None = None,
                  worker_options: ArmWorkerOptions | None = None,
                  runner_settings: RunnerSettings | None = None,
-                 startup_timeout_s: float = 300.0) -> None:
+                 startup_timeout_s: float = 300.0,
+                 supervisor_poll_s: float = DEFAULT_POLL_S) -> None:
         self.config = config
         self.backend_factory = backend_factory
         self.run_dir = run_dir
@@ -137,6 +141,8 @@ class RayDriver:
         self.recommended: str | None = None
         self.end_report: ReconcileReport | None = None
         self._backend: Any = None
+        self.supervisor: Any = None
+        self.supervisor_poll_s = supervisor_poll_s
 
     @property
     def job_id(self) -> str:
@@ -161,6 +167,11 @@ class RayDriver:
         if self.resume:  # stop the arms that cannot go on, before any actor writes the log
             reconcile_on_resume(self.run_dir, self.job_id, self.config, backend,
                                 max(self.next_hour, math.floor(self.clock.now_hours())))
+        self.supervisor = start_supervisor(
+            self.run_dir, self.job_id, self.config, self.backend_factory,
+            self.seconds_per_hour, job_namespace(self.job_id), poll_s=self.supervisor_poll_s,
+            pin_to_head=(self.posterior_options or PosteriorActorOptions()).pin_to_head,
+            runtime_env=(self.posterior_options or PosteriorActorOptions()).runtime_env)
         kwargs: dict[str, Any] = {}
         if self.metrics_port is not None:
             kwargs["metrics_port"] = self.metrics_port
@@ -230,6 +241,8 @@ class RayDriver:
                 continue
             summaries.append(summary)
             self.hour = hour
+            if self.supervisor is not None:
+                self.supervisor.heartbeat.remote(hour)
             if progress is not None:
                 progress(summary)
             if summary.alarm is not None:
@@ -295,10 +308,21 @@ class RayDriver:
             self._stop_actors()
         finally:
             report = self._end_job()
+            self._release_supervisor()
             if self.folder is not None:
                 self.folder.close()
                 self.folder = None
         return report
+
+    def _release_supervisor(self) -> None:
+        """Tell the supervisor the job ended here (before the folder's lock is let go)."""
+        if self.supervisor is None:
+            return
+        try:
+            ray.get(self.supervisor.release.remote(), timeout=30.0)
+        except Exception:  # noqa: BLE001 - it exits by itself once released
+            logger.debug("supervisor release failed", exc_info=True)
+        self.supervisor = None
 
     def _recommended_now(self) -> str | None:
         if self.recommended is not None or self.posterior is None:

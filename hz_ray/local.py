@@ -33,6 +33,7 @@ from hz_ray.backends.base import ArmBackend
 from hz_ray.backends.factory import check_backend_metrics
 from hz_ray.clock import AcceleratedClock, Clock, SimClock, current_hour
 from hz_ray.config import TuningConfig
+from hz_ray.kill_points import kill_point
 from hz_ray.result import RunResult
 from hz_ray.run_folder import RunFolder, check_hours
 from hz_ray.service.endings import (
@@ -75,17 +76,24 @@ class LocalScheduler:
             runner.retry_stops(hour)
             runner.send_lifecycle(hour)
             runner.send_reports(hour, heartbeat=False)
+        kill_point("hour.after_polls")
         self.service.refresh_now()
+        kill_point("hour.after_refresh")
         for runner in self.runners:
             runner.decide(hour, runner.send_reports(hour, heartbeat=True))
+        kill_point("hour.after_decide")
         for runner in self.runners:
             runner.send_lifecycle(hour)
             if runner.current is None:
                 runner.try_launch(hour)
             runner.drop_drained(hour)
+        kill_point("hour.after_launches")
         progress = self.service.hour_progress(hour)
+        kill_point("hour.after_progress")
         self.service.commit()
+        kill_point("hour.after_commit")
         self.service.checkpoint_now()
+        kill_point("hour.after_checkpoint")
         return progress
 
 

@@ -87,6 +87,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from hz_ray.errors import InputDataError, StateError, field_error
+from hz_ray.kill_points import kill_point
 from hz_ray.ledger import Ledger
 from hz_ray.records import ArmEstimate, HourlyDelta, MetricPosterior, Recommendation
 
@@ -160,17 +161,20 @@ def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
         path: Final path.
         write: Called with a binary file object open for writing.
     """
+    kill_point(f"{'log' if path.suffix == '.parquet' else path.stem}.before_write")
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        kill_point(f"{'log' if path.suffix == '.parquet' else path.stem}.before_replace")
         os.replace(tmp_name, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp_name)
         raise
+    kill_point(f"{'log' if path.suffix == '.parquet' else path.stem}.after_replace")
     _fsync_directory(path.parent)
 
 

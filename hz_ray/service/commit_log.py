@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from hz_ray.errors import TransientError
+from hz_ray.kill_points import kill_point
 from hz_ray.storage import EventLog
 
 logger = logging.getLogger(__name__)
@@ -110,6 +111,7 @@ class GroupCommitLog:
                 time.sleep(_ERROR_BACKOFF_S)
                 self._ready.set()
                 continue
+            kill_point("commit.after_flush")
             with self._committed:
                 self._error = None
                 self.durable_seq = self.log.last_seq

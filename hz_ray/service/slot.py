@@ -66,6 +66,7 @@ from hz_ray.backends.base import ArmBackend
 from hz_ray.clock import AcceleratedClock, Clock
 from hz_ray.config import ArmsSpec
 from hz_ray.errors import ConfigError, HzRayError, TransientError, field_error
+from hz_ray.kill_points import kill_point
 from hz_ray.lifecycle import stop_reason
 from hz_ray.records import HourlyDelta
 from hz_ray.service.arm_states import (
@@ -608,6 +609,7 @@ class ArmSlotRunner:
         self.current = arm
         self.stats.arms.append((arm.arm_id, arm.launched_hour, None, None))
         self._note_on_platform()
+        kill_point("slot.after_launching")
         try:
             self.calls.call("launch", arm.arm_id,
                             lambda: self.backend.launch(arm.arm_id, arm.params))
@@ -617,6 +619,7 @@ class ArmSlotRunner:
             self._begin_stop(arm, hour, STOP_LAUNCH_FAILED)  # it may be half-launched
             self._no_launch_before_hour = hour + 1  # try the platform again next hour
             return
+        kill_point("slot.after_launch")
         self._outbox.append(("state", arm, LIVE, hour, None))
         self.send_lifecycle(hour)
         if self._stop_started is not None:
@@ -665,6 +668,7 @@ class ArmSlotRunner:
                 self._outbox.append(("state", arm, STOP_FAILED, hour, str(exc)[:500]))
                 left.append(arm)
                 continue
+            kill_point("slot.after_stop")
             self._outbox.append(("state", arm, STOPPED, hour, None))
             if arm.launched:
                 self.draining.append(arm)

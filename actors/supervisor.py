@@ -21,6 +21,7 @@ This module imports no torch.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -135,10 +136,8 @@ def start_supervisor(run_dir: Path, job_id: str, config: TuningConfig,
         options["resources"] = {HEAD_NODE_RESOURCE: 0.001}
     if runtime_env is not None:
         options["runtime_env"] = dict(runtime_env)
-    try:  # a supervisor of an earlier life of this job (a resume) is replaced
+    with contextlib.suppress(ValueError):  # a supervisor of an earlier life (a resume)
         ray.kill(ray.get_actor(SUPERVISOR_ACTOR_NAME, namespace=namespace))
-    except ValueError:
-        pass
     handle = ray.remote(JobSupervisor).options(**options).remote(
         str(run_dir), job_id, config, backend_factory, seconds_per_hour, poll_s)
     handle.watch.remote()

@@ -3,6 +3,8 @@
 - :class:`ArmBackend` / :class:`GroundTruth`: the protocols (``base.py``).
 - :class:`FileDropBackend`: a real-platform adapter through a shared folder.
 - :class:`RecordedBackend`: replays recorded :class:`Publication` s.
+- :class:`JournalBackend` (``journal.py``): wraps any backend and journals every call
+  (audits: :func:`audit_journal` counts orphaned arms), with optional injected faults.
 - :func:`build_backend` (``factory.py``): the backend a config names.
 
 The simulated platforms live in :mod:`hz_ray.sim`; their names are re-exported
@@ -19,11 +21,12 @@ _SIMULATED = ("WORLD_NAMES", "BenchmarkProblem", "Optimum", "RealismConfig", "Si
               "SimulatedFactory", "SmoothWorld", "TestFunctionWorld", "ValueModelWorld", "World",
               "find_optimum", "make_world", "paper_world")
 _LAZY = {"FileDropBackend": "hz_ray.backends.file_drop", "build_backend": "hz_ray.backends.factory",
+         "JournalBackend": "hz_ray.backends.journal", "audit_journal": "hz_ray.backends.journal",
          **dict.fromkeys(_SIMULATED, "hz_ray.sim")}
 
 __all__ = [  # noqa: RUF022 - the eager names first, then the lazy ones
     "ArmBackend", "GroundTruth", "Publication", "RecordedBackend", "RecordedFactory",
-    "FileDropBackend", "build_backend", *_SIMULATED,
+    "FileDropBackend", "JournalBackend", "audit_journal", "build_backend", *_SIMULATED,
 ]
 
 

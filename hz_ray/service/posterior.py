@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 import math
 import os
@@ -137,8 +138,11 @@ class PosteriorService:
         driver: Which driver runs the job (logged with the job's start).
 
     Raises:
-        StateError: ``run_dir`` holds a log but ``restore`` is false, or the
-            checkpoint belongs to another job.
+        StateError: ``run_dir`` holds a log but ``restore`` is false.
+
+    A checkpoint that does not match the job's log (torn, of another format, job
+    or config, or claiming log events the log lacks) is ignored with a warning:
+    the log alone rebuilds the job.
     """
 
     def __init__(
@@ -253,19 +257,54 @@ class PosteriorService:
         ledger = Ledger.from_state_dict(reader.ledger.state_dict())  # empty, same settings
         if not restore:
             return reader, ledger, False
-        state = load_checkpoint(self.checkpoint_path)
+        state = self._matching_checkpoint()
         if state is not None:
-            if state.get("format") != CHECKPOINT_FORMAT:
-                raise field_error(StateError, "checkpoint format", state.get("format"),
-                                  repr(CHECKPOINT_FORMAT),
-                                  "Delete the checkpoint; the log alone rebuilds the job.")
-            if state.get("job_id") != self.job_id:
-                raise field_error(StateError, "checkpoint job_id", state.get("job_id"),
-                                  repr(self.job_id), "Point run_dir at this job's folder.")
-            reader.surrogate.load_state_dict(state["surrogate"])
+            try:
+                reader.surrogate.load_state_dict(state["surrogate"])
+            except (StateError, KeyError, TypeError, ValueError, AttributeError) as exc:
+                self._ignore_checkpoint(f"its GP state cannot be loaded: {exc}")
+                reader = self._optimizer_factory(self.config)  # nothing half-loaded
         replay_into(ledger, self.log)
         replay_into(reader.ledger, self.log)
         return reader, ledger, True
+
+    def _matching_checkpoint(self) -> dict[str, Any] | None:
+        """The checkpoint, if it is this job's and no newer than the log; else ``None``.
+
+        The log is the truth and the checkpoint only saves a refit, so a checkpoint
+        that does not match (torn, another format, another job or config, or a log
+        position the log never reached) is ignored with a warning, never fatal.
+        """
+        try:
+            state = load_checkpoint(self.checkpoint_path)
+        except StateError as exc:
+            self._ignore_checkpoint(str(exc))
+            return None
+        if state is None:
+            return None
+        seq = state.get("log_seq")
+        config = state.get("config")
+        if state.get("format") != CHECKPOINT_FORMAT:
+            problem = f"its format is {state.get('format')!r}, not {CHECKPOINT_FORMAT!r}"
+        elif state.get("job_id") != self.job_id:
+            problem = f"it is job {state.get('job_id')!r}'s, not {self.job_id!r}'s"
+        elif not isinstance(config, dict) or _mapping_text(config) != \
+                _mapping_text(self.config.to_mapping()):
+            problem = "it was written with another config"
+        elif isinstance(seq, bool) or not isinstance(seq, int) \
+                or not -1 <= seq <= self.log.last_seq:
+            problem = f"its log_seq {seq!r} is not in the log (whose last is {self.log.last_seq})"
+        elif not isinstance(state.get("surrogate"), dict):
+            problem = "it holds no GP state"
+        else:
+            return state
+        self._ignore_checkpoint(problem)
+        return None
+
+    def _ignore_checkpoint(self, problem: str) -> None:
+        logger.warning("Checkpoint %s does not match this job's event log (%s); ignoring it "
+                       "and rebuilding from the log (the GP is refitted).",
+                       self.checkpoint_path, problem)
 
     # -------------------------------------------------------------- ingest
     def report(self, report: Report) -> ReportAck:
@@ -767,6 +806,11 @@ class PosteriorService:
     def ready(self) -> str:
         """Return the incarnation id once constructed (the driver waits on this)."""
         return self.incarnation
+
+
+def _mapping_text(mapping: Any) -> str:
+    """A config mapping as canonical JSON (tuples and lists alike), for comparisons."""
+    return json.dumps(mapping, sort_keys=True, separators=(",", ":"), default=str)
 
 
 def _warm_up_parquet_writer() -> None:

@@ -643,6 +643,11 @@ class ArmSlotRunner:
         self.stopping.append(arm)
         self.stats.arms = [(a, launched, hour, reason) if a == arm.arm_id else (a, launched, s, r)
                            for a, launched, s, r in self.stats.arms]
+        # The retirement ('stopping') is made durable before the platform stop, so a kill
+        # in between never leaves a stopped arm 'live' in the log (a resume would launch it
+        # again). When the central service cannot be reached, the arm is stopped anyway:
+        # a harmful arm must not wait for it.
+        self.send_lifecycle(hour)
         self.retry_stops(hour, force=True)
         self.send_lifecycle(hour)
 

@@ -38,7 +38,7 @@ from hz_ray.storage import EventLog
 JOURNAL_TARGET = "hz_ray.backends.journal:JournalBackend"
 OPTIMIZER = {"seed": 0, "bucket_size": 16, "thompson_draws": 128, "proposals": 128}
 SLOTS = 3
-HOURS = 10
+HOURS = 8
 CHILD_HOURS = 400  # a child job that runs until it is signalled
 CHILD_TIMEOUT_S = 120.0
 REPO = Path(__file__).resolve().parents[2]
@@ -278,7 +278,7 @@ def test_a_fetch_that_hangs_forever_stops_that_arm_and_not_the_job(tmp_path):
     accepted = {e["arm_id"] for e in events(run_dir) if e["kind"] == "delta_accepted"}
     for slot in (1, 2):
         mine = [a for a in result.arms if parse_arm_id(a)[1] == slot]
-        assert len(mine) >= 3 and set(mine[:-1]) <= accepted
+        assert len(mine) >= 2 and set(mine[:-1]) <= accepted
     assert hung not in accepted
 
 

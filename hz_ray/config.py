@@ -378,6 +378,26 @@ class OptimizerSpec:
                  f"{where}.feasibility_threshold", self.feasibility_threshold, "in [0.5, 1)")
 
 
+def _check_json_numbers(where: str, value: object, depth: int = 0) -> None:
+    """Raise ConfigError for a non-finite number anywhere in ``value``.
+
+    The run folder records the config as strict JSON, which has no NaN or infinity.
+    """
+    if depth > 50:
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise field_error(ConfigError, where, value, "a finite number",
+                          "The run folder records the config as JSON, which has no NaN or "
+                          "infinity; use a large number or the option's own word for it "
+                          "(e.g. 'forever').")
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _check_json_numbers(f"{where}.{key}", item, depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_json_numbers(f"{where}[{i}]", item, depth + 1)
+
+
 def is_backend_target(target: object) -> bool:
     """Whether ``target`` reads ``simulated:<world>`` or ``dotted.module:ClassName``."""
     if not isinstance(target, str) or ":" not in target:
@@ -412,6 +432,7 @@ class BackendSpec:
                  "The module part is a dotted Python name, the class part an identifier.")
         _require(isinstance(self.kwargs, Mapping) and all(isinstance(k, str) for k in self.kwargs),
                  f"{where}.kwargs", self.kwargs, "a mapping keyed by argument names")
+        _check_json_numbers(f"{where}.kwargs", self.kwargs)
         _require(_is_number(self.call_timeout_s) and 0 < self.call_timeout_s <= 86_400,
                  f"{where}.call_timeout_s", self.call_timeout_s,
                  "a number of seconds in (0, 86400]", "30 suits most platforms.")

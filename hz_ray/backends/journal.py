@@ -61,7 +61,8 @@ setting:
 - ``hang: {kind: {"seconds": s, "arm_ids": [...], "calls": [k, ...]}}``: a call
   of that kind on one of ``arm_ids``, or whose number is in ``calls`` (give one
   or both), runs the inner call, writes its outcome, then waits ``s`` seconds
-  before answering; ``s`` may be ``.inf`` (forever).
+  before answering; ``s`` may be ``"forever"`` (or ``.inf`` when built in code:
+  a config's values must be finite, since the run folder records them as JSON).
 
 When several apply to one call: ``kill_at``, then ``crash_at``, ``fail_first``,
 ``fail_every``; ``hang`` applies only to calls that reach the inner backend.
@@ -327,12 +328,14 @@ def _check_hang(field: str, value: object) -> dict[str, Any]:
             or "seconds" not in value or not ({"arm_ids", "calls"} & set(value)):
         raise field_error(ConfigError, field, value,
                           "a mapping with 'seconds' and 'arm_ids' and/or 'calls'",
-                          "e.g. {seconds: 5, calls: [2]} or {seconds: .inf, arm_ids: [a]}.")
+                          "e.g. {seconds: 5, calls: [2]} or {seconds: forever, arm_ids: [a]}.")
     seconds = value["seconds"]
+    if seconds == "forever":
+        seconds = math.inf
     if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real) \
             or math.isnan(seconds) or seconds < 0:
         raise field_error(ConfigError, f"{field}.seconds", seconds,
-                          "a number of seconds >= 0 (.inf: forever)")
+                          "a number of seconds >= 0, or 'forever'")
     arm_ids = value.get("arm_ids", [])
     if isinstance(arm_ids, str) or not isinstance(arm_ids, Sequence) \
             or not all(isinstance(a, str) for a in arm_ids):

@@ -438,3 +438,14 @@ def test_estimate_grows_with_every_size_knob(small_config):
                                                                  knob) * 8})
         assert estimate_plan_bytes(small_config, optimizer=bigger) > base, knob
     assert estimate_plan_bytes(small_config, num_arms=5000) > base
+
+
+def test_a_non_finite_number_in_backend_kwargs_names_its_field():
+    """The run folder records the config as strict JSON: `.inf` there failed at the job's
+    start with an error about 'state' (reported by the endings tests)."""
+    raw = small_config_mapping(backend={"target": "hz_ray.backends.journal:JournalBackend",
+                                        "kwargs": {"faults": {"hang": {"fetch": {
+                                            "seconds": float("inf"), "calls": [1]}}}}})
+    with pytest.raises(ConfigError, match=r"backend\.kwargs\.faults\.hang\.fetch\.seconds.*"
+                                          r"finite"):
+        load_config(raw)

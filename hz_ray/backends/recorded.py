@@ -126,14 +126,12 @@ class RecordedBackend:
     def stop(self, arm_id: str) -> None:
         """Mark the arm stopped (idempotent); its readings stay fetchable.
 
-        Raises:
-            InputDataError: On an arm never launched.
+        Stopping an arm this backend never launched is a no-op (the protocol's rule).
         """
+        check_arm_id(arm_id)
         with self._lock:
-            if arm_id not in self._launched:
-                raise field_error(InputDataError, "arm_id", arm_id, "an arm launched on this "
-                                  "backend")
-            self._stopped.add(arm_id)
+            if arm_id in self._launched:
+                self._stopped.add(arm_id)
 
     @property
     def arm_ids(self) -> tuple[str, ...]:

@@ -22,7 +22,7 @@ Run::
 
     .venv/bin/python benchmarks/reliability.py --quick      # 1 seed, a few minutes
     .venv/bin/python benchmarks/reliability.py              # seeds 0-2 local, 0-1 Ray
-    .venv/bin/python benchmarks/reliability.py --drivers local --out /tmp/rel.md
+    .venv/bin/python benchmarks/reliability.py --drivers local --out reliability.md
 
 Prints the tables; ``--out`` also writes them (Markdown) to a file.
 """
@@ -32,9 +32,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import math
 import os
 import platform
+import re
 import signal
 import subprocess
 import sys
@@ -324,6 +326,11 @@ def _reap(pids: Sequence[int]) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
+def _clean(text: str) -> str:
+    """An error line without the paths of this machine (the tables go into RESULTS.md)."""
+    return re.sub(r"'/[^']*'", "'<path>'", text).replace("hz-ray: error: ", "")
+
+
 def _job_hour(journal: Path) -> float:
     return max((r["job_hour"] for r in journal_lines(journal)), default=-1.0)
 
@@ -350,7 +357,7 @@ def child(ending: Ending, driver: str, seed: int, root: Path, job_id: str = "") 
         # Signal once every slot launched; a kill on Ray just before the arms' max_hours
         # (a surviving worker would relaunch then); a local kill at hour 2 (arms with
         # hours left, for a resume to re-adopt).
-        kill_hour = 0.0 if ending.kind == "signal" else max_hours - 0.5 if ray else 2.0
+        kill_hour = 0.0 if ending.kind == "signal" else max_hours - 0.15 if ray else 2.0
         sig = ending.sig if ending.kind == "signal" else signal.SIGKILL
         deadline = time.monotonic() + CHILD_TIMEOUT_S
         tree: list[int] = []
@@ -393,7 +400,7 @@ def child(ending: Ending, driver: str, seed: int, root: Path, job_id: str = "") 
                 time.sleep(0.5)
             run.exit_codes += tuple(attempts)
             if attempts and attempts[-1] != 0:
-                run.note = "hz-ray stop: " + stop.stderr.strip().splitlines()[-1][:90]
+                run.note = "hz-ray stop: " + _clean(stop.stderr.strip().splitlines()[-1])[:100]
             if ray:  # whatever survived the driver had time to act
                 time.sleep(15 * CLI_SECONDS_PER_HOUR)
         else:
@@ -406,7 +413,7 @@ def child(ending: Ending, driver: str, seed: int, root: Path, job_id: str = "") 
             run.exit_codes += (resumed.returncode,)
             run.completed = resumed.returncode == 0
             if resumed.returncode != 0:
-                run.note = "resume: " + resumed.stderr.strip().splitlines()[-1][:90]
+                run.note = "resume: " + _clean(resumed.stderr.strip().splitlines()[-1])[:100]
         late = [r for r in journal_lines(journal) if r["call"] == "launch"
                 and r["outcome"] == "ok" and r["time_s"] > killed_at
                 and r["pid"] not in (proc.pid,)]
@@ -589,9 +596,14 @@ def readings_table(seed: int, root: Path) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ tables
-def _md(headers: Sequence[str], rows: Sequence[Sequence[Any]], left: int = 2) -> str:
+def _md(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A Markdown table; columns of numbers (or "n / m", "-") are right-aligned."""
+    def numeric(i: int) -> bool:
+        cells = [str(row[i]).split(" ")[0].replace("/", "") for row in rows]
+        return all(c.replace(".", "").replace("-", "").isdigit() or c == "-" for c in cells)
+
     out = ["| " + " | ".join(headers) + " |",
-           "|" + "|".join("---" if i < left else "---:" for i in range(len(headers))) + "|"]
+           "|" + "|".join("---:" if numeric(i) else "---" for i in range(len(headers))) + "|"]
     out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(out)
 
@@ -605,10 +617,11 @@ def endings_table(runs: Sequence[Run]) -> str:
         final = [r.orphans_final for r in rs if r.orphans_final is not None]
         codes = sorted(Counter(c for r in rs for c in r.exit_codes[:1]).items())
         later = sorted(Counter(c for r in rs for c in r.exit_codes[1:]).items())
-        notes = sorted({r.note for r in rs if r.note})
+        notes = [n if len(rs) == 1 else f"{n} ({k} of {len(rs)})"
+                 for n, k in sorted(Counter(r.note for r in rs if r.note).items())]
         rows.append([
             ending, driver, len(rs), sum(r.launched for r in rs),
-            sum(r.orphans_after for r in rs) + (
+            f"{sum(r.orphans_after for r in rs)}" + (
                 f" (+{sum(r.handed_off for r in rs)} handed off)" if any(
                     r.handed_off for r in rs) else ""),
             sum(final) if final else "-",
@@ -642,7 +655,8 @@ def faults_table(runs: Sequence[Run], endings: Sequence[Ending]) -> str:
                      f"{sum(r.completed for r in rs)}/{len(rs)}",
                      sum(r.orphans_after for r in rs)])
     return _md(["fault", "driver", "runs", "launch calls failed", "fetch calls failed",
-                "fetch calls hung", "stop calls failed", "jobs completed", "orphans"], rows)
+                "fetch calls hung (abandoned by the job)", "stop calls failed",
+                "jobs completed", "orphans"], rows)
 
 
 def readings_md(results: Sequence[dict[str, Any]]) -> str:
@@ -652,7 +666,7 @@ def readings_md(results: Sequence[dict[str, Any]]) -> str:
         rows.append([kind, sum(r["injected"] for r in mine), sum(r["rejected"] for r in mine),
                      sum(r["ingested"] for r in mine)])
     table = _md(["injected reading", "injected", "rejected (delta_rejected)",
-                 "ingested (delta_accepted)"], rows, left=1)
+                 "ingested (delta_accepted)"], rows)
     valid = sum(r["valid_returned"] for r in results)
     lost = sum(r["lost"] for r in results)
     other = sum(r["other_rejections"] for r in results)
@@ -670,18 +684,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--local-seeds", type=int, default=3)
     parser.add_argument("--ray-seeds", type=int, default=2)
     parser.add_argument("--drivers", default="local,ray")
-    parser.add_argument("--endings", default="", help="comma-separated name prefixes (default all)")
+    parser.add_argument("--endings", default="",
+                        help="'|'-separated name prefixes, e.g. 'SIGKILL|normal' (default all)")
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown here")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="keep run folders and journals here (default: a temporary folder)")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     drivers = [d for d in args.drivers.split(",") if d]
     seeds = {"local": 1 if args.quick else args.local_seeds,
              "ray": 1 if args.quick else args.ray_seeds}
     endings = [e for e in ENDINGS if not args.endings
-               or any(e.name.startswith(p) for p in args.endings.split(","))]
+               or any(e.name.startswith(p) for p in args.endings.split("|") if p)]
     started = time.monotonic()
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="hz-ray-reliability-") as tmp:
-        root = Path(tmp)
+        root = Path(tmp) if args.workdir is None else args.workdir
+        root.mkdir(parents=True, exist_ok=True)
         if "ray" in drivers:
             import ray
 
@@ -708,7 +727,13 @@ def main(argv: list[str] | None = None) -> int:
         readings = [readings_table(seed, root / f"readings-{seed}")
                     for seed in range(1 if args.quick else 3)]
     wall = time.monotonic() - started
-    command = "benchmarks/reliability.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    shown, skip = [], False  # the command without --out / --workdir (paths of this machine)
+    for arg in argv if argv is not None else sys.argv[1:]:
+        if skip or arg.split("=")[0] in ("--out", "--workdir"):
+            skip = not skip and "=" not in arg
+            continue
+        shown.append(arg)
+    command = "benchmarks/reliability.py " + " ".join(shown)
     text = "\n\n".join([
         f"Command: `.venv/bin/python {command.strip()}`; {platform.python_version()}, "
         f"{os.cpu_count()} CPUs; {wall:.0f} s in all.",

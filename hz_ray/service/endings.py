@@ -47,8 +47,13 @@ class JobInterrupted(KeyboardInterrupt):
         self.signal_name = signal_name
 
 
+_last_signal: list[str] = []  # the newest signal our handler got (Ray may re-raise it bare)
+
+
 def _raise_interrupt(signum: int, _frame: object) -> None:
-    raise JobInterrupted(signal.Signals(signum).name)
+    name = signal.Signals(signum).name
+    _last_signal[:] = [name]
+    raise JobInterrupted(name)
 
 
 @contextlib.contextmanager
@@ -63,8 +68,14 @@ def interrupts_raise() -> Iterator[None]:
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     for sig in previous:
         signal.signal(sig, _raise_interrupt)
+    _last_signal.clear()
     try:
         yield
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, JobInterrupted):
+            raise
+        # Ray's blocking calls re-raise a signal's exception as a bare KeyboardInterrupt.
+        raise JobInterrupted(_last_signal[0] if _last_signal else "SIGINT") from exc
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

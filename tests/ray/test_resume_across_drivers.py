@@ -3,7 +3,8 @@
 The platform is a file drop played by a thread of this test process
 (:class:`hz_ray.testing.FileDropPlatform`), on real time (one job hour = 1 s).
 The second driver picks up the first one's folder: same job id, same clock,
-the live arms continued, nothing published lost or counted twice.
+nothing published lost or counted twice. The first driver's end stopped its arms
+(every ending does), so the second launches fresh ones.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from hz_ray.config import BackendSpec
 from hz_ray.local import run_local
 from hz_ray.records import parse_arm_id
 from hz_ray.run_folder import RunFolder
-from hz_ray.testing import FileDropPlatform
+from hz_ray.testing import FileDropPlatform, wait_for
 from tests.support import two_metric_config
 
 SECONDS_PER_HOUR = 1.0
@@ -47,12 +48,16 @@ def test_local_job_on_a_wall_clock_resumes_on_ray_with_nothing_lost(ray_session,
         first = run_local(config, FileDropBackend(root), clock=clock, hours=LOCAL_HOURS,
                           run_dir=run_dir)
         live_at_handover = {a for a, s in first.arms.items() if s.stopped_hour is None}
-        assert live_at_handover and live_at_handover <= platform.live()
+        assert live_at_handover, "the local phase ended with live arms"
+        assert wait_for(lambda: not platform.live() & live_at_handover, timeout_s=10), \
+            "run_local's end stops its arms on the platform"
         # The job is stopped here for longer than late_data_hours; the platform goes on
         # serving its arms, and publishes the last hours of the arms it stopped.
         time.sleep((config.arms.late_data_hours + 1) * SECONDS_PER_HOUR)
         second = run_on_ray(config, hours=TOTAL_HOURS, run_dir=run_dir, resume=True,
                             seconds_per_hour=SECONDS_PER_HOUR)
+        # the platform (a thread of this test) serves the final stops before it closes
+        assert wait_for(lambda: platform.live() == set(), timeout_s=10), platform.live()
     finally:
         platform.close()
 
@@ -86,4 +91,3 @@ def test_local_job_on_a_wall_clock_resumes_on_ray_with_nothing_lost(ray_session,
     local_hours = [h for h, _ in first.recommendations]
     assert local_hours[-1] == LOCAL_HOURS - 1 and hours[:len(local_hours)] == local_hours
     assert hours == sorted(set(hours)) and hours[-1] >= TOTAL_HOURS - 2
-    assert platform.live() == {a for a, s in arms.items() if s.stopped_hour is None}

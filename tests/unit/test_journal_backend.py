@@ -71,7 +71,7 @@ backend:
     journal: {tmp_path / 'audit' / 'calls.jsonl'}
     inner_target: "simulated:value_model"
     inner_kwargs: {{realism: ideal}}
-    faults: {{fail_first: {{stop: 1}}, hang: {{fetch: {{seconds: .inf, arm_ids: [x]}}}}}}
+    faults: {{fail_first: {{stop: 1}}, hang: {{fetch: {{seconds: forever, arm_ids: [x]}}}}}}
 """)["backend"]
     clock = SimClock(5.0)
     backend = build_backend(BackendSpec(raw["target"], raw["kwargs"]), clock)

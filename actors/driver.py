@@ -52,6 +52,7 @@ logger = logging.getLogger(__name__)
 _CLOCK_LEAD_S = 0.25
 _PENDING_EPOCH_S = 10**7
 _WATCH_STEP_S = 0.05
+_SETTLE_S = 2.0  # killed actors may act for a moment: the final stops read the log again
 
 
 @dataclass(frozen=True)
@@ -345,7 +346,8 @@ class RayDriver:
             return None
         self.end_report = end_job(self.run_dir, self.job_id, self.config,
                                   self._driver_backend(), hour=self.hour,
-                                  completed=self.completed, recommended=self.recommended)
+                                  completed=self.completed, recommended=self.recommended,
+                                  settle_s=_SETTLE_S)
         return self.end_report
 
     def _stop_actors(self) -> None:

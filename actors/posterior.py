@@ -52,13 +52,15 @@ class PosteriorActor:
 
     def __init__(self, config: TuningConfig, run_dir: str | Path, *, resume: bool = False,
                  **kwargs: Any) -> None:
+        from hz_ray.run_folder import LOCK_FILE
         from hz_ray.service.posterior import PosteriorService
 
         with warnings.catch_warnings():  # Ray 2.60 warns inside its own property
             warnings.simplefilter("ignore", DeprecationWarning)
             reconstructed = bool(ray.get_runtime_context().was_current_actor_reconstructed)
         self.service: PosteriorService = PosteriorService(
-            config, run_dir, restore=resume or reconstructed, driver="ray", **kwargs)
+            config, run_dir, restore=resume or reconstructed, driver="ray",
+            driver_lock=Path(run_dir) / LOCK_FILE, **kwargs)
 
     @ray.method(concurrency_group="ingest")
     def report(self, report: Report) -> ReportAck:

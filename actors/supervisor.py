@@ -113,7 +113,8 @@ class JobSupervisor:
             identity = RunFolder.read(self.run_dir)
             clock = AcceleratedClock(self.seconds_per_hour, time.time())
             report = end_job(self.run_dir, identity.job_id, self.config,
-                             self.backend_factory(clock), hour=self._hour, completed=False)
+                             self.backend_factory(clock), hour=self._hour, completed=False,
+                             settle_s=3.0)
         except Exception as exc:  # noqa: BLE001 - say why, then leave it to `hz-ray stop`
             logger.exception("Job %s: the supervisor could not stop the arms.", self.job_id)
             return f"failed: {type(exc).__name__}: {exc}"

@@ -88,7 +88,7 @@ def _stop(run_dir: Path, deadline_s: float) -> int:
         backend = build_backend(config.backend, clock, seed=config.optimizer.seed or 0)
         report = reconcile_folder(run_dir, folder.job_id, backend, hour=hour,
                                   reason=STOP_RECONCILED, policy=call_policy(config),
-                                  deadline_s=deadline_s)
+                                  deadline_s=deadline_s, settle_s=3.0)
     print(f"hz-ray stop {run_dir}: {report.summary()}; "
           f"{report.already_settled} were stopped before.")
     for arm_id, error in report.stuck:

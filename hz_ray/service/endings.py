@@ -117,7 +117,7 @@ def call_policy(config: TuningConfig) -> CallPolicy:
 
 def end_job(run_dir: str | Path, job_id: str, config: TuningConfig, backend: ArmBackend, *,
             hour: int, completed: bool, recommended: str | None = None,
-            deadline_s: float = DEFAULT_DEADLINE_S) -> ReconcileReport:
+            deadline_s: float = DEFAULT_DEADLINE_S, settle_s: float = 0.0) -> ReconcileReport:
     """Stop every arm the job may have live (the driver's last step, service closed).
 
     Args:
@@ -131,6 +131,8 @@ def end_job(run_dir: str | Path, job_id: str, config: TuningConfig, backend: Arm
             (``interrupted``).
         recommended: The final readout's arm (handed off when asked for).
         deadline_s: Give up on stops still failing after this long.
+        settle_s: Read the log again this long after the stops, for arms that
+            dying actors of the job may have launched meanwhile (Ray; 0: no).
 
     Returns:
         The :class:`ReconcileReport`; arms in ``stuck`` are still ``stopping``.
@@ -141,7 +143,7 @@ def end_job(run_dir: str | Path, job_id: str, config: TuningConfig, backend: Arm
         report = reconcile_folder(run_dir, job_id, backend, hour=max(0, hour),
                                   reason=STOP_JOB_END if completed else STOP_INTERRUPTED,
                                   policy=call_policy(config), deadline_s=deadline_s,
-                                  handoff=handoff)
+                                  handoff=handoff, settle_s=settle_s)
     if report.stuck:
         logger.error("Job %s: %d arm(s) could not be stopped: %s. They stay 'stopping' in the "
                      "log; run `hz-ray stop %s` to retry.", job_id, len(report.stuck),

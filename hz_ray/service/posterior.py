@@ -63,7 +63,7 @@ from pathlib import Path
 from typing import Any
 
 from hz_ray.config import TuningConfig
-from hz_ray.errors import InputDataError, StateError, field_error
+from hz_ray.errors import InputDataError, StateError, TransientError, field_error
 from hz_ray.ledger import Ledger
 from hz_ray.optimizer import Optimizer
 from hz_ray.reading_checks import to_payload
@@ -136,6 +136,10 @@ class PosteriorService:
         optimizer_factory: Builds the reader optimizer (default
             :class:`~hz_ray.optimizer.Optimizer`; benchmarks plug baselines in).
         driver: Which driver runs the job (logged with the job's start).
+        driver_lock: The run folder's lock, held by the driver in another process
+            (Ray). While it is free the driver is gone: no arm is handed out and
+            none may start ``launching`` (a dead driver's actors live on for a
+            moment and must not launch arms nobody will stop).
 
     Raises:
         StateError: ``run_dir`` holds a log but ``restore`` is false.
@@ -161,6 +165,7 @@ class PosteriorService:
         durable_reports: bool = True,
         optimizer_factory: OptimizerFactory | None = None,
         driver: str = "",
+        driver_lock: Path | None = None,
     ) -> None:
         for name, value in (("checkpoint_interval_s", checkpoint_interval_s),
                             ("min_refresh_interval_s", min_refresh_interval_s)):
@@ -183,6 +188,7 @@ class PosteriorService:
         self._background = background
         self._durable_reports = durable_reports
         self._optimizer_factory = optimizer_factory or Optimizer
+        self._driver_lock = driver_lock
 
         self._lock = threading.Lock()      # writer ledger, log appends, job state
         self._wake = threading.Event()
@@ -440,7 +446,7 @@ class PosteriorService:
                         StateError, f"arm {busy[-1].arm_id!r} of slot {slot}", busy[-1].state,
                         "'stopped' before the slot samples again (one arm per slot)",
                         "Retire the slot's arm, stop it on the platform and report 'stopped'.")
-                if self._state.alarm is not None:
+                if self._state.alarm is not None or not self._driver_alive():
                     return None  # the job launches no more arms (see hour_progress)
                 if self.config.arms.synchronous and state.must_wait_for_batch(hour):
                     return None
@@ -534,6 +540,10 @@ class PosteriorService:
             StateError: Unknown arm, another slot's arm, or a step the
                 lifecycle does not allow.
         """
+        if state == LAUNCHING and not self._driver_alive():
+            raise TransientError("No arm may start launching: the job's driver is gone (the "
+                                 "run folder's lock is free).",
+                                 "The job is ending; its arms are being stopped.")
         with self._lock:
             record = self._state.arms.get(arm_id)
             if record is None or record.slot != slot:
@@ -549,6 +559,22 @@ class PosteriorService:
         if self._durable_reports or state == LAUNCHING:
             self._commits.wait(ticket)
         return changed
+
+    def _driver_alive(self) -> bool:
+        """False once the driver's process let go of the run folder's lock (it died)."""
+        if self._driver_lock is None:
+            return True
+        from filelock import FileLock, Timeout
+
+        lock = FileLock(str(self._driver_lock))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            return True  # held: by the driver (or by the final stops of a dead one)
+        lock.release()
+        logger.error("Job %s: the driver is gone (%s is free); no more arms are launched.",
+                     self.job_id, self._driver_lock)
+        return False
 
     def slot_state(self, slot: int) -> SlotState:
         """Everything a (re)starting slot needs to continue ``slot``."""

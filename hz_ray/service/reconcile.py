@@ -118,8 +118,80 @@ def reconcile_folder(
     handoff: Iterable[str] = (),
     readopt: Callable[[ArmRecord], bool] | None = None,
     sleep: Callable[[float], object] = time.sleep,
+    settle_s: float = 0.0,
 ) -> ReconcileReport:
     """Stop (or hand off, or leave for a resume) every arm of the job that may be served.
+
+    The caller must hold the run folder's lock. When the job's actors may
+    still be dying (a driver killed on Ray), pass ``settle_s``: after each
+    pass the log is read again ``settle_s`` later, and arms that appeared
+    meanwhile are stopped too, until a pass finds none; a log part written
+    at the same moment by a dying actor makes the pass start over.
+
+    Args:
+        run_dir: The job's run folder.
+        job_id: The job's id (arms of other jobs in the log are left alone).
+        backend: The platform.
+        hour: The job hour to log the steps at.
+        reason: The retirement reason of arms not yet retired (``"job_end"``,
+            ``"interrupted"``, ``"reconciled"``).
+        policy: Timeouts and retries of each stop call.
+        deadline_s: Give up on stops still failing after this many wall seconds.
+        handoff: Arms to keep live (they must be live); logged ``handed_off``.
+        readopt: Returns True for an arm a resumed job continues (left as is).
+        sleep: Waits between rounds of retries.
+        settle_s: Seconds to wait before reading the log again (0: one pass).
+
+    Returns:
+        The :class:`ReconcileReport` (of every pass together).
+    """
+    from hz_ray.errors import StateError
+
+    end = time.monotonic() + deadline_s
+    total: ReconcileReport | None = None
+    while True:
+        try:
+            report = _reconcile_once(run_dir, job_id, backend, hour=hour, reason=reason,
+                                     policy=policy, deadline_s=max(1.0, end - time.monotonic()),
+                                     handoff=handoff, readopt=readopt, sleep=sleep)
+        except StateError as exc:  # another writer's part took our name: read again
+            if settle_s <= 0 or time.monotonic() > end:
+                raise
+            logger.warning("Job %s: %s; reading the log again.", job_id, exc)
+            sleep(settle_s)
+            continue
+        total = report if total is None else _merge(total, report)
+        if settle_s <= 0 or report.stuck or time.monotonic() > end:
+            return total
+        sleep(settle_s)
+        left = [a for a in unsettled_arms(run_dir, job_id)
+                if a.slot >= 0 and a.arm_id not in total.readopted
+                and a.arm_id not in total.handed_off]
+        if not left:
+            return total
+
+
+def _merge(a: ReconcileReport, b: ReconcileReport) -> ReconcileReport:
+    return ReconcileReport(a.stopped + b.stopped, a.never_launched + b.never_launched,
+                           a.handed_off + tuple(x for x in b.handed_off if x not in a.handed_off),
+                           a.readopted + tuple(x for x in b.readopted if x not in a.readopted),
+                           b.stuck, a.already_settled)
+
+
+def _reconcile_once(
+    run_dir: str | Path,
+    job_id: str,
+    backend: ArmBackend,
+    *,
+    hour: int,
+    reason: str,
+    policy: CallPolicy | None = None,
+    deadline_s: float = DEFAULT_DEADLINE_S,
+    handoff: Iterable[str] = (),
+    readopt: Callable[[ArmRecord], bool] | None = None,
+    sleep: Callable[[float], object] = time.sleep,
+) -> ReconcileReport:
+    """One pass of :func:`reconcile_folder` over the log as it is now.
 
     The caller must hold the run folder's lock with no posterior service open
     on it (this function appends to the event log).

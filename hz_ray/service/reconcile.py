@@ -191,26 +191,13 @@ def _reconcile_once(
     readopt: Callable[[ArmRecord], bool] | None = None,
     sleep: Callable[[float], object] = time.sleep,
 ) -> ReconcileReport:
-    """One pass of :func:`reconcile_folder` over the log as it is now.
+    """One pass of :func:`reconcile_folder` over the log as it is now (same arguments).
 
     The caller must hold the run folder's lock with no posterior service open
     on it (this function appends to the event log).
 
-    Args:
-        run_dir: The job's run folder.
-        job_id: The job's id (arms of other jobs in the log are left alone).
-        backend: The platform.
-        hour: The job hour to log the steps at.
-        reason: The retirement reason of arms not yet retired (``"job_end"``,
-            ``"interrupted"``, ``"reconciled"``).
-        policy: Timeouts and retries of each stop call.
-        deadline_s: Give up on stops still failing after this many wall seconds.
-        handoff: Arms to keep live (they must be live); logged ``handed_off``.
-        readopt: Returns True for an arm a resumed job continues (left as is).
-        sleep: Waits between rounds of retries.
-
     Returns:
-        The :class:`ReconcileReport`.
+        The pass's :class:`ReconcileReport`.
     """
     log = EventLog(Path(run_dir) / LOG_DIR_NAME)
     state = JobState(job_id)

@@ -108,7 +108,7 @@ class JobState:
     def retire(self, arm_id: str, reason: str, hour: int) -> None:
         """Record that a live arm's stop was decided (its state becomes ``stopping``)."""
         record = self.arms[arm_id]
-        state = record.state if record.settled or record.state in (STOPPING, STOP_FAILED) \
+        state = record.state if record.settled or effective_state(record.state) == STOPPING \
             else STOPPING
         self.arms[arm_id] = replace(record, stopped_hour=int(hour), stop_reason=reason,
                                     state=state)

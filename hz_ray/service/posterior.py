@@ -76,7 +76,7 @@ from hz_ray.run_folder import (
     config_fingerprint,
     new_job_id,
 )
-from hz_ray.service.arm_states import LAUNCHING, STOP_FAILED, STOPPING
+from hz_ray.service.arm_states import LAUNCHING, STOP_FAILED, STOPPING, effective_state
 from hz_ray.service.commit_log import GroupCommitLog
 from hz_ray.service.job_state import JobState, rejection_key
 from hz_ray.service.memory import peak_rss_bytes, release_memory, rss_bytes
@@ -505,7 +505,7 @@ class PosteriorService:
             if changed:
                 self._ledger.retire_arm(arm_id, reason)
                 self._commits.queue("append_retired", arm_id, reason, int(hour))
-                if not record.settled and record.state not in (STOPPING, STOP_FAILED):
+                if not record.settled and effective_state(record.state) != STOPPING:
                     self._commits.queue("append_arm_state", arm_id, STOPPING, int(hour), reason)
                 self._state.retire(arm_id, reason, int(hour))
                 self._pending.append(("retire", (arm_id, reason)))

@@ -183,15 +183,6 @@ class ArmSlotRunner:
         logger.warning("Slot %d: backend %s of %s failed (try %d): %s: %s", self.slot, what,
                        arm_id, attempt, type(exc).__name__, exc)
 
-    @property
-    def on_platform(self) -> list[str]:
-        """Arms of this slot that are live or being stopped on the platform."""
-        arms = [a.arm_id for a in self.stopping]
-        return arms + [self.current.arm_id] if self.current is not None else arms
-
-    def _note_on_platform(self) -> None:
-        self.stats.max_on_platform = max(self.stats.max_on_platform, len(self.on_platform))
-
     # ---------------------------------------------------------------- run
     def run(self, hours: int) -> WorkerStats:
         """Run the slot until job hour ``hours`` (exclusive), then return its stats.
@@ -291,7 +282,6 @@ class ArmSlotRunner:
                 arm.data_end = record.stopped_hour + 1  # when in the hour it stopped is unknown
                 arm.feed.data_end = arm.data_end
                 self.draining.append(arm)
-        self._note_on_platform()
 
     def _resume_unsettled(self, arm: TrackedArm, live: bool, state: str, hour: int) -> None:
         if live and state == LIVE:
@@ -450,7 +440,6 @@ class ArmSlotRunner:
                    self._feed(reply.arm_id, reply.launched_hour))
         self.current = arm
         self.stats.arms.append((arm.arm_id, arm.launched_hour, None, None))
-        self._note_on_platform()
         kill_point("slot.after_launching")
         try:
             self.calls.call("launch", arm.arm_id,
@@ -536,9 +525,6 @@ class ArmSlotRunner:
             if done is None:
                 return
             self._outbox.pop(0)
-
-    # Kept for callers of the earlier name.
-    send_retirements = send_lifecycle
 
     def _give_up(self, arm: TrackedArm, hour: int) -> None:
         """Repeated fetch failures: stop the arm (if live) and stop polling it."""

@@ -123,8 +123,6 @@ class WorkerStats:
         port_retries: Calls to the central actor that had to be retried.
         backend_errors: Failed backend calls (every failed or timed-out try).
         stop_failures: Stop calls that failed on every try (retried later).
-        max_on_platform: The most arms of this slot that were live or being
-            stopped on the platform at once (1 when the lifecycle holds).
     """
 
     slot: int
@@ -143,7 +141,6 @@ class WorkerStats:
     port_retries: int = 0
     backend_errors: int = 0
     stop_failures: int = 0
-    max_on_platform: int = 0
 
     def copy(self) -> WorkerStats:
         """A copy safe to hand to another thread."""
@@ -151,7 +148,7 @@ class WorkerStats:
                            list(self.arms), list(self.cycle_s), list(self.relaunch_s),
                            list(self.sample_s), list(self.report_s), list(self.tick_lag_s),
                            self.reports, self.deltas_reported, self.port_retries,
-                           self.backend_errors, self.stop_failures, self.max_on_platform)
+                           self.backend_errors, self.stop_failures)
 
 
 @dataclass

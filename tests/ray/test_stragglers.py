@@ -14,13 +14,14 @@ from hz_ray.testing import StragglerFactory, percentile
 from tests.support import world_config
 
 HOURS, MAX_HOURS, SECONDS_PER_HOUR = 12, 3, 0.5
+FETCH_DELAY_S = 0.3  # every fetch of the straggler blocks this long
 
 
 @pytest.mark.ray
 def test_stragglers_do_not_slow_the_other_slots(ray_session, tmp_path):
     config = world_config("stragglers", slots=4, max_hours=MAX_HOURS)
     factory = StragglerFactory(SimulatedFactory("smooth", seed=2), frozenset({0}),
-                               extra_delay_hours=4.0, fetch_delay_s=0.3)
+                               extra_delay_hours=4.0, fetch_delay_s=FETCH_DELAY_S)
     driver = RayDriver(config, factory, tmp_path, seconds_per_hour=SECONDS_PER_HOUR,
                        metrics_port=0)
     try:
@@ -40,12 +41,14 @@ def test_stragglers_do_not_slow_the_other_slots(ray_session, tmp_path):
     for stats in others:
         # the report -> sample -> launch cycle stays on the hour, every hour
         assert [launched for _, launched, _, _ in stats.arms] == schedule
-        # ... and is not coupled to the straggler, one of whose fetches alone takes 0.3 s
-        assert percentile(stats.cycle_s, 50) < 0.1
-        assert max(stats.relaunch_s) < 0.5 * SECONDS_PER_HOUR
-        assert max(stats.tick_lag_s) < 0.5 * SECONDS_PER_HOUR
+        # ... and is not coupled to the straggler: a cycle that waited on the straggler would
+        # take at least one of its fetches, so the median stays below one (on a loaded 2-core
+        # CI machine it was 0.12 s; uncoupled and idle it is about 0.02 s)
+        assert percentile(stats.cycle_s, 50) < FETCH_DELAY_S
+        assert max(stats.relaunch_s) < SECONDS_PER_HOUR
+        assert max(stats.tick_lag_s) < SECONDS_PER_HOUR
     # the straggler is slow (every fetch blocks 0.3 s) and its data come late...
-    assert percentile(straggler.cycle_s, 50) >= 0.3
+    assert percentile(straggler.cycle_s, 50) >= FETCH_DELAY_S
     assert [launched for _, launched, _, _ in straggler.arms][:3] == schedule[:3]
     arms = run.result.arms
     for stats in others:

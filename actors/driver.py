@@ -34,6 +34,7 @@ from actors.supervisor import DEFAULT_POLL_S, start_supervisor
 from hz_ray.backends.factory import check_backend_metrics
 from hz_ray.clock import AcceleratedClock, Clock
 from hz_ray.config import BackendSpec, TuningConfig
+from hz_ray.config_runtime import ray_seconds_per_hour, served_port
 from hz_ray.errors import ConfigError, HzRayError, field_error
 from hz_ray.result import RunResult
 from hz_ray.run_folder import RunFolder, check_hours
@@ -105,7 +106,8 @@ class RayDriver:
         seconds_per_hour: Wall seconds per job hour of the job clock.
         resume: Continue the job in ``run_dir`` (the central actor restores).
         metrics_port: Serve Prometheus metrics from the central actor on this
-            port of its node's loopback (``None``: not served).
+            port (0: a free one) of ``config.telemetry.host`` on its node;
+            ``None``: as ``config.telemetry`` says.
         posterior_options: Central actor options.
         worker_options: Worker options.
         runner_settings: Worker loop knobs.
@@ -127,7 +129,7 @@ class RayDriver:
         self.run_dir = run_dir
         self.seconds_per_hour = seconds_per_hour
         self.resume = resume
-        self.metrics_port = metrics_port
+        self.metrics_port = served_port(config.telemetry, metrics_port)
         self.posterior_options = posterior_options
         self.worker_options = worker_options
         self.runner_settings = runner_settings
@@ -176,6 +178,7 @@ class RayDriver:
         kwargs: dict[str, Any] = {}
         if self.metrics_port is not None:
             kwargs["metrics_port"] = self.metrics_port
+            kwargs["metrics_address"] = self.config.telemetry.host
         namespace = job_namespace(self.job_id)
         self.posterior = start_posterior_actor(self.config, self.run_dir, job_id=self.job_id,
                                                resume=self.resume,
@@ -400,7 +403,7 @@ def run_on_ray(
     *,
     seed: int | None = None,
     run_dir: str | Path | None = None,
-    seconds_per_hour: float = 0.5,
+    seconds_per_hour: float | None = None,
     progress: Callable[[HourProgress], None] | None = None,
     metrics_port: int | None = None,
     resume: bool = False,
@@ -425,10 +428,14 @@ def run_on_ray(
         run_dir: The job's run folder, on the head node (default: a new
             temporary folder). A job started by either driver resumes on either.
         seconds_per_hour: Wall seconds per job hour of the job clock (an
-            :class:`~hz_ray.clock.AcceleratedClock`; 3600 for a live platform).
+            :class:`~hz_ray.clock.AcceleratedClock`); default from
+            ``config.clock``: 3600 for ``wall``, its ``seconds_per_hour`` for
+            ``accelerated``, 0.5 for ``simulated``.
         progress: Called after every job hour with its :class:`HourProgress`.
-        metrics_port: Serve Prometheus metrics from the central actor on
-            ``127.0.0.1:<port>`` of its node (outside Ray's 10002-19999 range).
+        metrics_port: Serve Prometheus metrics from the central actor on this
+            port of ``config.telemetry.host`` on its node (outside Ray's
+            10002-19999 range; 0 picks a free one); default as
+            ``config.telemetry`` says.
         resume: Continue the job in ``run_dir`` (started by either driver).
         posterior_options: Central actor options (CPUs, restarts, placement).
         worker_options: Arm worker options.
@@ -445,6 +452,8 @@ def run_on_ray(
             job with another config, or another process runs it.
     """
     hours = check_hours(hours)
+    if seconds_per_hour is None:
+        seconds_per_hour = ray_seconds_per_hour(config.clock, config.backend.target)
     if isinstance(seconds_per_hour, bool) or not isinstance(seconds_per_hour, (int, float)) \
             or not math.isfinite(seconds_per_hour) or seconds_per_hour <= 0:
         raise field_error(ConfigError, "seconds_per_hour", seconds_per_hour,

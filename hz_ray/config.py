@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from hz_ray.config_runtime import ClockSpec, TelemetrySpec
 from hz_ray.errors import ConfigError, field_error
 from hz_ray.lazy import lazy_exports
 
@@ -452,6 +453,10 @@ class TuningConfig:
         extra_metrics: Metrics tracked and modelled beyond those the objective
             and constraints name.
         name: Job name (used for the run folder and the Ray namespace).
+        clock: The job clock (:mod:`hz_ray.config_runtime`); not part of the
+            job's fingerprint.
+        telemetry: Where Prometheus metrics are served; not part of the job's
+            fingerprint.
     """
 
     parameters: tuple[ParameterSpec, ...]
@@ -462,6 +467,8 @@ class TuningConfig:
     backend: BackendSpec = field(default_factory=BackendSpec)
     extra_metrics: tuple[str, ...] = ()
     name: str = "hz-ray-job"
+    clock: ClockSpec = field(default_factory=ClockSpec)
+    telemetry: TelemetrySpec = field(default_factory=TelemetrySpec)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "parameters", tuple(self.parameters))
@@ -487,6 +494,11 @@ class TuningConfig:
         self.arms.validate("arms")
         self.optimizer.validate("optimizer")
         self.backend.validate("backend")
+        _require(isinstance(self.clock, ClockSpec), "clock", self.clock, "a ClockSpec")
+        self.clock.validate("clock")
+        _require(isinstance(self.telemetry, TelemetrySpec), "telemetry", self.telemetry,
+                 "a TelemetrySpec")
+        self.telemetry.validate("telemetry")
         fixed = self.optimizer.hold_fixed
         if fixed is not None:
             _require(fixed in names, "optimizer.hold_fixed", fixed, f"one of {names}")
@@ -526,7 +538,13 @@ class TuningConfig:
                           "call_timeout_s": self.backend.call_timeout_s}
         out["parameters"] = [asdict(p) for p in self.parameters]
         out["extra_metrics"] = list(self.extra_metrics)
+        out["clock"] = self.clock.to_mapping()
+        out["telemetry"] = asdict(self.telemetry)
         return out
+
+    def clock_mode(self) -> str:
+        """The clock mode this job runs on (``clock.mode``, else by its backend)."""
+        return self.clock.resolved_mode(self.backend.target)
 
 
 #: ``load_config`` and ``config_from_mapping`` live in hz_ray.config_loading, which

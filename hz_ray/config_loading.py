@@ -36,12 +36,13 @@ from hz_ray.config import (
     _require,
     _Shown,
 )
+from hz_ray.config_runtime import clock_spec_from, telemetry_spec_from
 from hz_ray.errors import ConfigError, field_error
 
 #: Largest config file read, bytes (a config is a few hundred bytes).
 MAX_CONFIG_BYTES = 1024 * 1024
 TOP_KEYS = ("name", "parameters", "objective", "constraints", "arms", "optimizer", "backend",
-            "extra_metrics")
+            "extra_metrics", "clock", "telemetry")
 _TEMPLATE = "Start from examples/quickstart.yaml."
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
@@ -312,6 +313,8 @@ def config_from_mapping(raw: Mapping[str, Any]) -> TuningConfig:
         "optimizer": _build(OptimizerSpec, raw.get("optimizer"), "optimizer"),
         "backend": _build(BackendSpec, raw.get("backend"), "backend"),
         "extra_metrics": extra,
+        "clock": clock_spec_from(raw.get("clock")),
+        "telemetry": telemetry_spec_from(raw.get("telemetry")),
     }
     if "name" in raw:
         kwargs["name"] = raw["name"]

@@ -33,6 +33,7 @@ from hz_ray.backends.base import ArmBackend
 from hz_ray.backends.factory import check_backend_metrics
 from hz_ray.clock import AcceleratedClock, Clock, SimClock, current_hour
 from hz_ray.config import TuningConfig
+from hz_ray.config_runtime import served_port
 from hz_ray.kill_points import kill_point
 from hz_ray.result import RunResult
 from hz_ray.run_folder import RunFolder, check_hours
@@ -169,7 +170,8 @@ def run_local(
             service = PosteriorService(
                 config, folder, job_id=job, restore=resume, background=False,
                 plan_on_demand=True, durable_reports=False, optimizer_factory=optimizer_factory,
-                driver="local")
+                driver="local", metrics_port=served_port(config.telemetry),
+                metrics_address=config.telemetry.host)
             runners = [ArmSlotRunner(slot, service, backend, clock, config.arms, config.metrics,
                                      runner_settings, call_timeout_s=config.backend.call_timeout_s)
                        for slot in range(config.arms.slots)]

@@ -34,6 +34,7 @@ from filelock import FileLock, Timeout
 
 from hz_ray.clock import AcceleratedClock, Clock, SimClock
 from hz_ray.config import TuningConfig
+from hz_ray.config_runtime import RUNTIME_SECTIONS
 from hz_ray.errors import ConfigError, StateError, field_error
 from hz_ray.storage import load_checkpoint, save_checkpoint
 
@@ -49,9 +50,20 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 _SAFE_ID = re.compile(r"[A-Za-z0-9_-]+")
 
 
+def job_mapping(config: TuningConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """The config as a mapping without the sections that do not change the job.
+
+    ``clock`` and ``telemetry`` (:data:`~hz_ray.config_runtime.RUNTIME_SECTIONS`)
+    say how a job runs, not what it tunes: a job resumes with another metrics
+    port, and keeps its recorded clock.
+    """
+    raw = config.to_mapping() if isinstance(config, TuningConfig) else dict(config)
+    return {k: v for k, v in raw.items() if k not in RUNTIME_SECTIONS}
+
+
 def config_fingerprint(config: TuningConfig) -> str:
-    """A short, stable hash of the config as loaded (16 hex digits)."""
-    text = json.dumps(config.to_mapping(), sort_keys=True, separators=(",", ":"))
+    """A short, stable hash of what the job tunes (16 hex digits; see :func:`job_mapping`)."""
+    text = json.dumps(job_mapping(config), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
@@ -231,7 +243,7 @@ class RunFolder:
                               f"{identity.job_id!r}", "Leave job_id unset to resume.")
         if identity.fingerprint != fingerprint:
             saved = load_checkpoint(folder / CONFIG_FILE) or {}
-            fields = config_differences(saved, config.to_mapping())
+            fields = config_differences(job_mapping(saved), job_mapping(config))
             raise field_error(StateError, "config", ", ".join(fields) or "(fingerprint)",
                               f"the config job {identity.job_id!r} was started with",
                               f"Resume with {folder / CONFIG_FILE}, or start a new job in "

@@ -92,6 +92,7 @@ from hz_ray.service.messages import (
     arm_id_for,
 )
 from hz_ray.service.rebuild import PosteriorRebuilder, Published
+from hz_ray.service.status_file import job_snapshot, write_status, write_telemetry_address
 from hz_ray.storage import EventLog, load_checkpoint, replay_into, save_checkpoint
 from hz_ray.telemetry import Telemetry
 
@@ -221,12 +222,16 @@ class PosteriorService:
         self._refresh_errors = 0
         self._last_release_t = 0.0
         self._samples_served = 0
+        self._driver = driver
+        self._slot_report_hours: dict[int, int] = {}
 
         self.telemetry = Telemetry(config.name)
         self.metrics_url: str | None = None
         if metrics_port is not None:
             endpoint = self.telemetry.serve(int(metrics_port), metrics_address)
             self.metrics_url = endpoint.url
+            write_telemetry_address(self.run_dir, endpoint.url, endpoint.address, endpoint.port,
+                                    self.job_id, self.pid)
         _warm_up_parquet_writer()  # the first Parquet write in a process costs ~0.5 s
         self._commits = GroupCommitLog(log)
         with self._lock:
@@ -364,6 +369,8 @@ class PosteriorService:
                 if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str) \
                         and state.confirm_live(item[0]):
                     self._commits.queue("append_arm_state", item[0], "live", hour)
+            if isinstance(report.slot, int):
+                self._slot_report_hours[report.slot] = hour
             state.hour_accepted[hour] += len(result.accepted)
             state.hour_rejected[hour] += new_rejections
             state.max_hour = max(state.max_hour, hour)
@@ -614,6 +621,14 @@ class PosteriorService:
                 posterior_version=self._published.version if self._published else -1,
                 stuck_stops=len(state.stuck_stops()), alarm=self._state.alarm)
             state.max_hour = max(state.max_hour, hour)
+            published = self._published
+            snapshot = job_snapshot(
+                job_id=self.job_id, name=self.config.name, driver=self._driver, hour=hour,
+                state=state, ledger=self._ledger,
+                assessments=published.assessments if published else {},
+                recommendation=recommendation, metrics_url=self.metrics_url,
+                slot_report_hours=self._slot_report_hours, alarm=state.alarm)
+        write_status(self.run_dir, snapshot)
         self.telemetry.job_hour.labels(self.config.name).set(hour)
         return progress
 

@@ -7,11 +7,18 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint install clean system-tools
 
-# A real Prometheus server is used by the telemetry test (Debian package).
+# A real Prometheus server is used by the telemetry test and headless Chromium by the HTML
+# report test (Debian packages): the missing ones are installed with one apt-get update.
 system-tools:
-	@command -v prometheus >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq prometheus >/dev/null; \
-	  else echo "note: install Debian's 'prometheus' package for the Prometheus scrape test"; fi; }
+	@missing=""; \
+	command -v prometheus >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+	  || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "note: install Debian's$$missing package(s) for the Prometheus scrape and" \
+	    "HTML report tests"; fi; \
+	fi
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -99,6 +99,7 @@ def job_mapping(name: str, journal: Path, *, seed: int, max_hours: int,
         optimizer={"seed": seed, **OPTIMIZER, **(optimizer or {})},
         arms={"slots": SLOTS, "min_hours": 2, "max_hours": max_hours,
               "guardrail_stop_probability": 0.0, "late_data_hours": 2, **arms},
+        clock="simulated",  # the journal wraps a simulated world: no wall-clock default
         backend={"target": JOURNAL_TARGET, "call_timeout_s": call_timeout_s,
                  "kwargs": {"journal": str(journal), "inner_target": INNER,
                             "inner_kwargs": dict(INNER_KWARGS), "faults": dict(faults or {})}})

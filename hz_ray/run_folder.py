@@ -13,6 +13,9 @@ A run folder holds::
     log/             the Parquet event log, the source of truth
     checkpoint.json  GP hyperparameters; only shortens a restart
     job.lock         held (``filelock``) by the driver for the job's life
+    driver.json      who holds the lock: the driver's pid, host name and start time
+    status.json      the job as of its newest hour (:mod:`hz_ray.service.status_file`)
+    telemetry.json   where it serves Prometheus metrics
 
 :meth:`RunFolder.open` refuses a folder that already holds a job unless the
 job is resumed, and refuses a resume whose config differs, naming the fields.
@@ -22,8 +25,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import secrets
+import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -43,6 +48,7 @@ CHECKPOINT_NAME = "checkpoint.json"
 JOB_FILE = "job.json"
 CONFIG_FILE = "config.json"
 LOCK_FILE = "job.lock"
+DRIVER_FILE = "driver.json"
 CLOCK_FILE = "clock.json"
 FOLDER_FORMAT = "hz-ray.run/1"
 _SUFFIX_BYTES = 2
@@ -196,6 +202,9 @@ class RunFolder:
                               "use another run_dir for a new job.") from exc
         try:
             identity = cls._identity(folder, config, resume, job_id)
+            save_checkpoint(folder / DRIVER_FILE, {
+                "pid": os.getpid(), "host": socket.gethostname(), "job_id": identity.job_id,
+                "started_s": time.time()})
         except BaseException:
             lock.release()
             raise
@@ -294,6 +303,29 @@ class RunFolder:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def job_is_running(path: str | Path) -> bool:
+    """Whether a driver holds the folder's lock now (a job runs in it).
+
+    Probes the lock without waiting; a driver that starts in the same instant
+    may find it taken for that instant (its open then fails and says so).
+    """
+    lock_path = Path(path) / LOCK_FILE
+    if not lock_path.exists():
+        return False
+    lock = FileLock(str(lock_path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return True
+    lock.release()
+    return False
+
+
+def driver_of(path: str | Path) -> dict[str, Any] | None:
+    """The folder's newest ``driver.json`` (``pid``, ``host``, ``job_id``, ``started_s``)."""
+    return load_checkpoint(Path(path) / DRIVER_FILE)
 
 
 def _identity_from(state: Mapping[str, Any], folder: Path) -> JobIdentity:

@@ -1,9 +1,27 @@
 """Prometheus metrics of a tuning job (prometheus-client, private registry).
 
 Every metric name, help text and label set is defined here, once. Labels are
-bounded: ``tuning_job`` (one per job), ``result``, ``slot`` (one per arm slot,
-not per arm, so the series count does not grow with the job's length),
-``metric`` (the job's metric names). Weights are never labels.
+bounded: ``tuning_job`` (one per job), ``result``, ``kind``, ``reason`` (a stop
+reason, or one of :data:`REJECTION_CLASSES` for a rejected delta), ``slot`` (one
+per arm slot, not per arm, so the series count does not grow with the job's
+length), ``metric`` (the job's metric names). Arm ids and weights are never
+labels; the job's id, version and config fingerprint are labels of the one
+``hzray_job_info`` series only.
+
+Naming follows Prometheus: counters end in ``_total``, durations in
+``_seconds``, and dimensionless fractions (relative gains and deltas,
+probabilities) in ``_ratio``. No ``_created`` series are exported
+(:func:`prometheus_client.disable_created_metrics`, called when a
+:class:`Telemetry` is built).
+
+Series that a dashboard plots are created at 0 when the job starts (each
+rejection class, each ``deltas_total`` result, stop failures, stuck stops), so
+a panel shows 0 rather than "no data" for a job that never rejected a delta.
+
+Data staleness per slot, in job hours, is a query, not a metric::
+
+    max by (tuning_job) (hzray_job_hour)
+      - on (tuning_job) group_right hzray_slot_last_reported_hour
 
 Nothing is served at import. :meth:`Telemetry.serve` binds ``127.0.0.1`` by
 default; pass another address only deliberately.
@@ -11,15 +29,90 @@ default; pass another address only deliberately.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+    start_http_server,
+)
 
+from hz_ray import __version__
 from hz_ray.records import Recommendation
+
+if TYPE_CHECKING:
+    from hz_ray.config import ConstraintSpec
 
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 REFIT_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+DELTA_RESULTS = ("accepted", "duplicate", "rejected")
+
+#: The ``reason`` label values of ``hzray_deltas_rejected_total``: the rule a
+#: rejected delta or reading broke, in a small fixed set (the full reason text
+#: is in the event log). ``other`` is the fallback, e.g. a platform's own
+#: reason for an invalid row.
+REJECTION_CLASSES = (
+    "malformed",              # not a reading/delta, a field missing or of the wrong type
+    "invalid_value",          # a mean, variance or unit count out of range
+    "bad_hour",               # not an hour index, or before the arm's launch
+    "future_hour",            # after the current job hour
+    "after_stop",             # an hour the stopped arm did not serve
+    "too_old",                # past the late-data window
+    "wrong_arm",              # labelled with another arm than the one fetched
+    "unknown_arm",            # an arm the job never registered
+    "unknown_metric",         # a metric the job does not model
+    "conflicting_duplicate",  # a key already held with other values
+    "fetch_error",            # the platform's fetch result could not be read
+    "unreadable",             # the record could not be checked at all
+    "other",
+)
+
+# First match wins; the texts are those of hz_ray.reading_checks, hz_ray.delta,
+# hz_ray.ledger and hz_ray.arm_feed.
+_REJECTION_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern), cls) for pattern, cls in (
+        (r"conflicts with the (accepted record|first valid value)", "conflicting_duplicate"),
+        (r"The fetch result is not an iterable|Reading the fetch result failed", "fetch_error"),
+        (r"could not be (checked|looked up|read)", "unreadable"),
+        (r"is not registered", "unknown_arm"),
+        (r"\(the arm it was fetched for\)", "wrong_arm"),
+        (r"is not modelled|^'metric' must be one of", "unknown_metric"),
+        (r"an hour in the future", "future_hour"),
+        (r"the arm stopped serving", "after_stop"),
+        (r"late-data window", "too_old"),
+        (r"^'hour' must be", "bad_hour"),
+        (r"^Not an Hourly(Reading|Delta)|is missing or unreadable|must be a non-empty string"
+         r"|^'reading' must be an HourlyReading", "malformed"),
+        (r"^'(test|control)(\.(mean|var|n))?' must be|^'(mean|var|n|control_var)' must be",
+         "invalid_value"),
+    )
+)
+
+
+def rejection_class(reason: object) -> str:
+    """The bounded class of a rejection's free-text reason.
+
+    Args:
+        reason: The reason text of a rejected delta or reading (any object;
+            a non-string is ``"other"``).
+
+    Returns:
+        One of :data:`REJECTION_CLASSES`.
+    """
+    if not isinstance(reason, str):
+        return "other"
+    text = str.__str__(reason)
+    for pattern, cls in _REJECTION_RULES:
+        if pattern.search(text):
+            return cls
+    return "other"
 
 
 @dataclass(frozen=True)
@@ -44,12 +137,19 @@ class Telemetry:
     """
 
     def __init__(self, job: str, registry: CollectorRegistry | None = None) -> None:
+        disable_created_metrics()  # process-global: no `_created` twin of any series
         self.job = job
         self.registry = registry if registry is not None else CollectorRegistry()
         labels = ("tuning_job",)
         r = self.registry
+        self.info = Info("hzray_job", "The job: its id, hz-ray version and config fingerprint.",
+                         labels, registry=r)
         self.deltas = Counter("hzray_deltas_total", "Hourly deltas received by the central actor.",
                               (*labels, "result"), registry=r)
+        self.deltas_rejected = Counter(
+            "hzray_deltas_rejected_total",
+            "Rejected deltas and readings, by the class of rule they broke.",
+            (*labels, "reason"), registry=r)
         self.refits = Counter("hzray_refits_total", "Posterior rebuilds, by kind.",
                               (*labels, "kind"), registry=r)
         self.refit_seconds = Histogram("hzray_refit_seconds",
@@ -73,18 +173,25 @@ class Telemetry:
         self.slot_last_hour = Gauge("hzray_slot_last_reported_hour",
                                     "Newest job hour a slot's arm reported.",
                                     (*labels, "slot"), registry=r)
-        self.slot_p_feasible = Gauge("hzray_slot_p_feasible",
+        self.slot_p_feasible = Gauge("hzray_slot_p_feasible_ratio",
                                      "P(all constraints hold) of the arm live in a slot.",
                                      (*labels, "slot"), registry=r)
-        self.best_gain = Gauge("hzray_recommended_gain", "Posterior mean gain of the readout.",
+        self.best_gain = Gauge("hzray_recommended_gain_ratio",
+                               "Posterior mean relative gain of the readout's objective.",
                                labels, registry=r)
-        self.best_gain_lcb = Gauge("hzray_recommended_gain_lcb",
-                                   "95% lower bound of the readout's gain.", labels, registry=r)
-        self.best_p_feasible = Gauge("hzray_recommended_p_feasible",
-                                     "P(feasible) of the readout.", labels, registry=r)
-        self.best_metric = Gauge("hzray_recommended_metric_delta",
-                                 "Posterior mean delta of each metric at the readout.",
+        self.best_gain_lcb = Gauge("hzray_recommended_gain_lcb_ratio",
+                                   "95% lower bound of the readout's relative gain.", labels,
+                                   registry=r)
+        self.best_p_feasible = Gauge("hzray_recommended_p_feasible_ratio",
+                                     "P(all constraints hold) of the readout.", labels,
+                                     registry=r)
+        self.best_metric = Gauge("hzray_recommended_metric_delta_ratio",
+                                 "Posterior mean relative delta of each metric at the readout.",
                                  (*labels, "metric"), registry=r)
+        self.guardrail_bound = Gauge("hzray_guardrail_bound_ratio",
+                                     "A guardrail's bound on its metric's relative delta "
+                                     "(side: min or max).", (*labels, "metric", "side"),
+                                     registry=r)
         self.job_hour = Gauge("hzray_job_hour", "Current job hour.", labels, registry=r)
         self.stop_failures = Counter("hzray_arm_stop_failures_total",
                                      "Platform stop calls that failed (each is retried).",
@@ -92,6 +199,32 @@ class Telemetry:
         self.stuck_stops = Gauge("hzray_arms_stuck_stopping",
                                  "Arms whose stop was decided but has not succeeded yet.",
                                  labels, registry=r)
+        for result in DELTA_RESULTS:  # plotted series exist from the start, at 0
+            self.deltas.labels(job, result)
+        for cls in REJECTION_CLASSES:
+            self.deltas_rejected.labels(job, cls)
+        self.arms_launched.labels(job)
+        self.stop_failures.labels(job)
+        self.stuck_stops.labels(job).set(0)
+
+    def record_job(self, job_id: str, fingerprint: str,
+                   guardrails: Iterable[ConstraintSpec] = (), version: str = __version__,
+                   ) -> None:
+        """Publish the job's identity (``hzray_job_info``, value 1) and its guardrails.
+
+        Args:
+            job_id: The job's id (arm ids carry it).
+            fingerprint: :func:`hz_ray.run_folder.config_fingerprint` of its config.
+            guardrails: The config's constraints; each bound becomes a
+                ``hzray_guardrail_bound_ratio{metric, side}`` series.
+            version: The hz-ray version; this package's by default.
+        """
+        self.info.labels(self.job).info({"job_id": str(job_id), "version": str(version),
+                                         "config_fingerprint": str(fingerprint)})
+        for spec in guardrails:
+            for side, bound in (("min", spec.min_delta), ("max", spec.max_delta)):
+                if bound is not None:
+                    self.guardrail_bound.labels(self.job, spec.metric, side).set(bound)
 
     def record_stop_failure(self) -> None:
         """Count one failed stop attempt."""
@@ -101,12 +234,27 @@ class Telemetry:
         """Set the number of arms whose stop keeps failing."""
         self.stuck_stops.labels(self.job).set(count)
 
-    def record_ingest(self, accepted: int, duplicates: int, rejected: int) -> None:
-        """Count one ingested batch."""
-        for result, count in (("accepted", accepted), ("duplicate", duplicates),
-                              ("rejected", rejected)):
+    def record_ingest(self, accepted: int, duplicates: int, rejected: int,
+                      reasons: Iterable[object] = ()) -> None:
+        """Count one ingested batch.
+
+        Args:
+            accepted: Deltas accepted.
+            duplicates: Deltas already held with the same values.
+            rejected: Deltas and readings rejected.
+            reasons: The reason text of each rejection (counted by
+                :func:`rejection_class`); without them the rejections count as
+                ``other``.
+        """
+        for result, count in zip(DELTA_RESULTS, (accepted, duplicates, rejected), strict=True):
             if count:
                 self.deltas.labels(self.job, result).inc(count)
+        counted = 0
+        for reason in reasons:
+            self.deltas_rejected.labels(self.job, rejection_class(reason)).inc()
+            counted += 1
+        if rejected > counted:
+            self.deltas_rejected.labels(self.job, "other").inc(rejected - counted)
 
     def record_refit(self, seconds: float, refit: bool, posterior_version: int,
                      observed_arms: int) -> None:

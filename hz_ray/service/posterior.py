@@ -226,6 +226,7 @@ class PosteriorService:
         self._slot_report_hours: dict[int, int] = {}
 
         self.telemetry = Telemetry(config.name)
+        self.telemetry.record_job(self.job_id, config_fingerprint(config), config.constraints)
         self.metrics_url: str | None = None
         if metrics_port is not None:
             endpoint = self.telemetry.serve(int(metrics_port), metrics_address)
@@ -382,7 +383,9 @@ class PosteriorService:
         if self._durable_reports:
             self._commits.wait(ticket)
         self.telemetry.record_ingest(len(result.accepted), result.duplicates,
-                                     len(result.rejected) + len(rejections))
+                                     len(result.rejected) + len(rejections),
+                                     [b.reason for b in result.rejected]
+                                     + [r.reason for r in rejections])
         p_feasible = pick_share = None
         assessed = -1
         if published is not None:

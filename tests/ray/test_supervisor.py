@@ -32,6 +32,7 @@ def job_config(tmp_path):
         "arms": {"slots": 3, "min_hours": 2, "max_hours": 20},
         "optimizer": {"seed": 0, "bucket_size": 16, "thompson_draws": 64, "proposals": 64,
                       "hold_fixed": "w_click"},
+        "clock": "simulated",  # on Ray: 0.5 s per job hour
         "backend": {"target": "hz_ray.backends.journal:JournalBackend",
                     "kwargs": {"journal": str(journal), "inner_target": "simulated:smooth",
                                "inner_kwargs": {"traffic_per_arm": 20000}}},

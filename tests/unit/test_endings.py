@@ -56,6 +56,7 @@ def job_mapping(name, journal, *, faults=None, slots=SLOTS, max_hours=4, call_ti
         name=name, extra_metrics=list(world.metrics), optimizer={**OPTIMIZER, **(optimizer or {})},
         arms={"slots": slots, "min_hours": 2, "max_hours": max_hours,
               "guardrail_stop_probability": 0.0, "late_data_hours": 2, **arms},
+        clock="simulated",  # the journal wraps a simulated world: no wall-clock default
         backend={"target": JOURNAL_TARGET, "call_timeout_s": call_timeout_s,
                  "kwargs": {"journal": str(journal), "inner_target": "simulated:smooth",
                             "inner_kwargs": {"realism": "ideal", "traffic_per_arm": 50_000},

@@ -168,6 +168,7 @@ def job_mapping(name: str, folder: Path, plan: Plan) -> dict:
         "arms": {"slots": SLOTS, "min_hours": 2, "max_hours": 3, "late_data_hours": 2,
                  "guardrail_stop_probability": plan.guardrail, "contender_stop_share": 0.0},
         "optimizer": {"seed": 0, "bucket_size": 16, "thompson_draws": 128, "proposals": 128},
+        "clock": "simulated",  # a platform played on the job's simulated clock
         "backend": {"target": "hz_ray.backends.journal:JournalBackend", "call_timeout_s": 5.0,
                     "kwargs": {"journal": str(folder / "calls.jsonl"),
                                "inner_target": PLATFORM_TARGET,

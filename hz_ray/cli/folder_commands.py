@@ -129,7 +129,10 @@ def status_command(run_dir: Path, as_json: bool) -> int:
     if as_json:
         click.echo(json.dumps(status, sort_keys=True))
     else:
-        render_status(status, run_dir, Console(highlight=False, soft_wrap=True))
+        console = Console(highlight=False, soft_wrap=True)
+        if not console.is_terminal:  # a pipe or a file: never cut an arm id
+            console = Console(highlight=False, soft_wrap=True, width=200)
+        render_status(status, run_dir, console)
     return 0
 
 

@@ -5,7 +5,8 @@ read configuration requests from a folder or bucket. This backend speaks that
 protocol with two sub-folders of ``root``:
 
 - ``requests/``: hz-ray writes one JSON file per action, atomically:
-  ``<arm_id>.launch.json`` ``{"arm_id", "params", "action": "launch", "written_s"}`` and
+  ``<arm_id>.launch.json`` ``{"arm_id", "params", "action": "launch", "written_s",
+  "job_hour", "job_clock"}`` and
   ``<arm_id>.stop.json``. The platform's side picks them up and serves the
   weights to a fresh test group.
 - ``readings/``: the platform drops Parquet or CSV files (any names ending in
@@ -58,6 +59,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from hz_ray.clock import AcceleratedClock, Clock
 from hz_ray.errors import ConfigError, HzRayError, StateError, field_error
 from hz_ray.records import GroupStats, HourlyReading, InvalidReading, check_arm_id
 
@@ -76,14 +78,21 @@ class FileDropBackend:
     Args:
         root: The shared folder (not a symbolic link); ``requests/`` and
             ``readings/`` are created in it.
+        clock: The job clock (the drivers pass it). With it, every request
+            also carries ``job_hour`` (the job hour it was written in) and, on
+            a wall-time clock, ``job_clock`` = ``{"epoch_s", "seconds_per_hour"}``:
+            job hour ``h`` covers Unix seconds ``[epoch_s + h * seconds_per_hour,
+            epoch_s + (h + 1) * seconds_per_hour)``, the hours the platform's
+            readings must be labelled by.
 
     Raises:
         ConfigError: ``root`` cannot be created or opened, or it, ``requests/``
             or ``readings/`` is a symbolic link or not a folder.
     """
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], clock: Clock | None = None) -> None:
         self.root = Path(root)
+        self.clock = clock
         self.requests = self.root / "requests"
         self.readings = self.root / "readings"
         try:
@@ -127,8 +136,8 @@ class FileDropBackend:
     # ------------------------------------------------------------- requests
     def _write_request(self, arm_id: str, action: str, body: Mapping[str, Any]) -> None:
         check_arm_id(arm_id)
-        data = json.dumps({"arm_id": arm_id, "action": action, "written_s": time.time(), **body},
-                          sort_keys=True).encode()
+        data = json.dumps({"arm_id": arm_id, "action": action, "written_s": time.time(),
+                           **self._job_time(), **body}, sort_keys=True).encode()
         final = f"{arm_id}.{action}.json"
         with self._folder(REQUESTS) as dir_fd:
             _refuse_link(final, dir_fd, f"requests/{final}")
@@ -146,6 +155,19 @@ class FileDropBackend:
                 raise
             with contextlib.suppress(OSError):  # some file systems cannot fsync a folder
                 os.fsync(dir_fd)
+
+    def _job_time(self) -> dict[str, Any]:
+        """``job_hour`` and ``job_clock`` of a request (none before the clock started)."""
+        if self.clock is None:
+            return {}
+        now = self.clock.now_hours()
+        if not math.isfinite(now) or now < 0:  # a clock that has not started yet
+            return {}
+        out: dict[str, Any] = {"job_hour": math.floor(now + 1e-9)}
+        if isinstance(self.clock, AcceleratedClock):
+            out["job_clock"] = {"epoch_s": self.clock.epoch_s,
+                                "seconds_per_hour": self.clock.seconds_per_hour}
+        return out
 
     def launch(self, arm_id: str, params: Mapping[str, float]) -> None:
         """Ask the platform to serve ``params`` to a new test group ``arm_id``.

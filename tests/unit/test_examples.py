@@ -13,6 +13,7 @@ import io
 import json
 import re
 import runpy
+import time
 from pathlib import Path
 from typing import Any
 
@@ -320,7 +321,8 @@ def readme_json_examples() -> dict[str, dict[str, Any]]:
 def test_readme_request_examples_have_the_fields_the_backend_writes(tmp_path):
     examples = readme_json_examples()
     launch, stop = examples["launch"], examples["stop"]
-    backend = FileDropBackend(tmp_path)
+    clock = AcceleratedClock(3600.0, time.time() - 60.0)  # a wall clock, in its first hour
+    backend = FileDropBackend(tmp_path, clock=clock)
     backend.launch(launch["arm_id"], launch["params"])
     backend.stop(stop["arm_id"])
     text = section("### Requests")

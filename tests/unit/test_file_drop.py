@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from hz_ray.backends.file_drop import FileDropBackend
-from hz_ray.clock import SimClock
+from hz_ray.clock import AcceleratedClock, SimClock
 from hz_ray.config import load_config
 from hz_ray.errors import ConfigError, InputDataError, StateError
 from hz_ray.local import run_local
@@ -213,3 +214,17 @@ def test_unsafe_arm_ids_get_a_typed_error_and_write_nothing(tmp_path, arm_id):
             call()
         assert "file names" in info.value.hint
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_requests_tell_the_platform_the_job_hour_and_the_job_clock(tmp_path):
+    started = AcceleratedClock(2.0, time.time() - 7.0)  # job hour 3 (7 s at 2 s per hour)
+    backend = FileDropBackend(tmp_path, clock=started)
+    backend.launch("job-1a2b.s00-0000", {"w": 1.0})
+    body = json.loads((tmp_path / "requests" / "job-1a2b.s00-0000.launch.json").read_text())
+    assert body["job_hour"] == 3
+    assert body["job_clock"] == {"epoch_s": started.epoch_s, "seconds_per_hour": 2.0}
+    # a clock that has not started yet (its epoch ahead) tells nothing rather than a wrong hour
+    pending = FileDropBackend(tmp_path, clock=AcceleratedClock(2.0, time.time() + 3600))
+    pending.stop("job-1a2b.s00-0000")
+    stop = json.loads((tmp_path / "requests" / "job-1a2b.s00-0000.stop.json").read_text())
+    assert "job_hour" not in stop and "job_clock" not in stop

@@ -108,6 +108,15 @@ class PosteriorActor:
         """Counters for tools and tests."""
         return self.service.status()
 
+    def job_status(self) -> dict[str, Any]:
+        """What ``hz-ray status JOB`` shows: the newest ``status.json``, its folder and host."""
+        import socket
+
+        from hz_ray.service.status_file import read_status
+
+        return {**(read_status(self.service.run_dir) or {}), "job_id": self.service.job_id,
+                "run_dir": str(self.service.run_dir), "host": socket.gethostname()}
+
     def arm_summaries(self) -> list[ArmSummary]:
         """Every arm with its own aggregated data."""
         return self.service.arm_summaries()

@@ -117,15 +117,25 @@ def render_status(status: dict[str, Any], run_dir: Path, console: Console) -> No
 
 
 @click.command("status", short_help="Show a job: arms, estimates, freshness.")
-@click.argument("run_dir", type=RUN_DIR)
+@click.argument("target", metavar="RUN_DIR|JOB")
+@click.option("--address", default=None, metavar="ADDR",
+              help="The Ray cluster of a JOB given by id (default auto).")
 @click.option("--json", "as_json", is_flag=True, help="Print the status as one JSON object.")
-def status_command(run_dir: Path, as_json: bool) -> int:
-    """Show the job in RUN_DIR: live arms, estimates, recommendation, stuck stops, freshness.
+def status_command(target: str, address: str | None, as_json: bool) -> int:
+    """Show a job: live arms, estimates, recommendation, stuck stops, data freshness.
 
-    Works while the job runs (from its status file, rewritten every job hour)
-    and after it ended or was killed (arm states from the log).
+    RUN_DIR: from the folder (its status file, rewritten every job hour, and
+    the arm states in its log), while the job runs and after it ended or was
+    killed. JOB: a job id, asked of the running job on a Ray cluster.
     """
-    status = folder_status(run_dir)
+    from hz_ray.cli.job_lookup import is_run_folder, status_from_ray
+
+    if is_run_folder(target):
+        run_dir = Path(target)
+        status = folder_status(run_dir)
+    else:
+        status = status_from_ray(target, address)
+        run_dir = Path(status["run_dir"])
     if as_json:
         click.echo(json.dumps(status, sort_keys=True))
     else:

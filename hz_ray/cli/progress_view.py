@@ -80,8 +80,8 @@ class ProgressView:
             return
         address = read_telemetry_address(self.run_dir)
         if address is not None and address.written_s >= self.started_wall_s - 1.0:
-            self.console.print(f"Prometheus metrics: {address.url} (also in "
-                               f"{self.run_dir / 'telemetry.json'})")
+            self.console.print(f"job {address.job_id}: Prometheus metrics at {address.url} "
+                               f"(also in {self.run_dir / 'telemetry.json'})")
             self._told_metrics = True
 
     def update(self, p: HourProgress) -> None:

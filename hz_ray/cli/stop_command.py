@@ -51,17 +51,24 @@ def _end_running_driver(run_dir: Path, wait_s: float) -> str | None:
 
 
 @click.command("stop", short_help="Stop every arm of a job and end it.")
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("target", metavar="RUN_DIR|JOB")
+@click.option("--address", default=None, metavar="ADDR",
+              help="The Ray cluster of a JOB given by id (default auto).")
 @click.option("--deadline", type=click.FloatRange(min=1), default=300.0, show_default=True,
               help="Give up on stops that keep failing after this many seconds.")
 @click.option("--wait", "wait_s", type=click.FloatRange(min=1), default=300.0,
               show_default=True, help="Longest wait for a running driver to end after SIGTERM.")
-def stop_command(run_dir: Path, deadline: float, wait_s: float) -> int:
-    """Stop every arm of the job in RUN_DIR and end the job cleanly.
+def stop_command(target: str, address: str | None, deadline: float, wait_s: float) -> int:
+    """Stop every arm of a job and end the job cleanly.
 
-    Exits 0 when the platform confirmed every stop, 1 when some stop still
-    fails (run it again; they are listed).
+    RUN_DIR: the job's folder; JOB: a job id on a Ray cluster whose folder is
+    on this host. Exits 0 when the platform confirmed every stop, 1 when some
+    stop still fails (run it again; they are listed).
     """
+    from hz_ray.cli.job_lookup import is_run_folder, local_folder_of, status_from_ray
+
+    run_dir = Path(target) if is_run_folder(target) else local_folder_of(
+        status_from_ray(target, address))
     from hz_ray.backends.factory import build_backend
     from hz_ray.config import config_from_mapping
     from hz_ray.run_folder import CONFIG_FILE, RunFolder

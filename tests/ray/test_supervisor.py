@@ -57,6 +57,15 @@ def test_the_supervisor_stops_the_arms_of_a_killed_driver(ray_session, tmp_path)
                             >= 3, timeout_s=120)
         assert launched, child.stderr.read().decode()[-2000:] if child.poll() is not None \
             else "no launch within 120 s"
+        # while it runs, `hz-ray status JOB` finds it on the cluster by its id
+        from hz_ray.run_folder import RunFolder
+
+        job_id = RunFolder.read(run_dir).job_id
+        shown = subprocess.run([sys.executable, "-m", "hz_ray.cli", "status", job_id,
+                                "--address", address], env=env, capture_output=True, text=True,
+                               timeout=120)
+        assert shown.returncode == 0, shown.stderr[-2000:]
+        assert f"job {job_id} in {run_dir}: running" in shown.stdout, shown.stdout
         os.kill(child.pid, signal.SIGKILL)
         child.wait(timeout=30)
         killed_at = time.monotonic()

@@ -1,9 +1,11 @@
-"""Human-readable progress lines, the end-of-run readout, and a progress plot."""
+"""Human-readable progress lines and the end-of-run readout of a :class:`RunResult`.
+
+The readout of a run folder (text, PNGs, HTML) is :mod:`hz_ray.readout`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 
 from hz_ray.records import Recommendation
 from hz_ray.result import RunResult
@@ -66,26 +68,3 @@ def readout(result: RunResult, truth: Mapping[str, float] | None = None) -> str:
                      + ", ".join(result.unstopped))
     return "\n".join(lines)
 
-
-def plot_progress(result: RunResult, path: str | Path) -> Path:
-    """Plot the recommended gain and its LCB by hour to a PNG (needs matplotlib)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    hours = [h for h, _ in result.recommendations]
-    gain = [100 * r.objective_mean for _, r in result.recommendations]
-    lcb = [100 * r.objective_lcb for _, r in result.recommendations]
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    ax.plot(hours, gain, label="recommended gain (posterior mean)")
-    ax.fill_between(hours, lcb, gain, alpha=0.25, label="to 95% LCB")
-    ax.axhline(0, color="gray", lw=0.8)
-    ax.set_xlabel("job hour")
-    ax.set_ylabel("objective delta vs control (%)")
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out

@@ -35,6 +35,24 @@ def local_clock(config: TuningConfig, run_dir: Path, resume: bool) -> Clock:
     return SimClock()
 
 
+def _warn_if_the_folder_keeps_another_clock(config: TuningConfig, run_dir: Path,
+                                           resume: bool) -> None:
+    """A resumed job keeps its folder's clock; say so when the config asks for another."""
+    from hz_ray.storage import load_checkpoint
+
+    saved = load_checkpoint(run_dir / CLOCK_FILE) if resume else None
+    if saved is None:
+        return
+    kept = "simulated" if saved.get("kind") == "simulated" else \
+        f"{float(saved['seconds_per_hour']):g} s per job hour"
+    wanted = config.clock_mode()
+    pace = config.clock.wall_seconds_per_hour(config.backend.target)
+    asked = "simulated" if pace is None else f"{pace:g} s per job hour"
+    if kept != asked:
+        click.echo(f"hz-ray: note: the job keeps the clock it started with ({kept}); clock "
+                   f"{wanted} ({asked}) applies to new jobs only.", err=True)
+
+
 def seconds_per_hour_of(config: TuningConfig, clock: Clock | None, use_ray: bool) -> float | None:
     """Wall seconds per job hour (for the ETA), or ``None`` on a simulated clock."""
     if use_ray:
@@ -45,11 +63,18 @@ def seconds_per_hour_of(config: TuningConfig, clock: Clock | None, use_ray: bool
 def run_job(config: TuningConfig, *, hours: int, run_dir: Path, resume: bool, use_ray: bool,
             address: str | None, seed: int | None, quiet: bool) -> int:
     """Run the job to ``hours`` and print its readout; returns the exit code."""
-    from hz_ray.backends.factory import build_backend, ground_truth_of
+    from hz_ray.backends.factory import (
+        build_backend,
+        check_config_against_backend_target,
+        ground_truth_of,
+    )
     from hz_ray.report import readout
 
+    check_config_against_backend_target(config)  # as validate does: before any arm launches
     started = time.perf_counter()
     clock = None if use_ray else local_clock(config, run_dir, resume)
+    if not use_ray:  # (on Ray a simulated clock runs at a pace: the comparison differs)
+        _warn_if_the_folder_keeps_another_clock(config, run_dir, resume)
     mode = "on Ray" + (f" at {address}" if address else " (embedded)") if use_ray else "here"
     pace = seconds_per_hour_of(config, clock, use_ray)
     click.echo(f"hz-ray: job {'resumed' if resume else 'started'} {mode} in {run_dir}; "

@@ -50,7 +50,7 @@ def with_overrides(config: TuningConfig, *, clock: str | None = None,
     """
     clock_spec = config.clock
     if clock is not None or seconds_per_hour is not None:
-        mode = clock or clock_spec.mode or ("accelerated" if seconds_per_hour else None)
+        mode = clock or ("accelerated" if seconds_per_hour is not None else clock_spec.mode)
         pace = seconds_per_hour if seconds_per_hour is not None else (
             clock_spec.seconds_per_hour if mode == "accelerated" else None)
         clock_spec = ClockSpec(mode=mode, seconds_per_hour=pace)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,9 @@ def status_from_ray(job_id: str, address: str | None) -> dict[str, Any]:
         status = ray.get(actor.job_status.remote(), timeout=60)
     finally:
         ray.shutdown()
-    status.update(running=True, unsettled=[], age_s=None)
+    updated = status.get("updated_s")
+    status.update(running=True, unsettled=[],
+                  age_s=time.time() - updated if updated is not None else None)
     return status
 
 

@@ -34,14 +34,19 @@ def eta_text(seconds: float) -> str:
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
+def eta_suffix(hour: int, hours: int, seconds_per_hour: float | None) -> str:
+    """`` | ETA 4m05s`` after job hour ``hour`` of ``hours``; empty on a simulated clock."""
+    if seconds_per_hour is None:
+        return ""
+    return f" | ETA {eta_text((hours - hour - 1) * seconds_per_hour)}"
+
+
 def status_line(p: HourProgress, *, hours: int, deltas_in: int,
                 seconds_per_hour: float | None) -> str:
     """The one-line summary of a job after hour ``p.hour``."""
     rec = p.recommendation
     pick = "keep control" if rec.is_control else rec.arm_id
-    eta = ""
-    if seconds_per_hour is not None:
-        eta = f" | ETA {eta_text((hours - p.hour - 1) * seconds_per_hour)}"
+    eta = eta_suffix(p.hour, hours, seconds_per_hour)
     stuck = f" | STUCK STOPS {p.stuck_stops}" if p.stuck_stops else ""
     return (f"hour {p.hour + 1}/{hours} | live {p.live_arms} | {deltas_in} deltas in | "
             f"best {pick} {_pct(rec.objective_mean)} (LCB {_pct(rec.objective_lcb)}, "
@@ -92,12 +97,12 @@ class ProgressView:
             return
         line = progress_line(p.hour, p.live_arms, p.accepted, p.rejected, len(p.launched),
                              len(p.stopped), p.recommendation, p.stuck_stops)
+        if not self.console.is_terminal:
+            self.console.print(line + eta_suffix(p.hour, self.hours, self.seconds_per_hour),
+                               markup=False)
+            return
         summary = status_line(p, hours=self.hours, deltas_in=self.deltas_in,
                               seconds_per_hour=self.seconds_per_hour)
-        if not self.console.is_terminal:
-            eta = summary.partition(" | ETA ")[2].partition(" |")[0]
-            self.console.print(line + (f" | ETA {eta}" if eta else ""), markup=False)
-            return
         if self._live is None:
             self._live = Live(Text(summary), console=self.console, auto_refresh=False,
                               transient=True)

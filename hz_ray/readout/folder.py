@@ -36,7 +36,8 @@ from hz_ray.run_folder import (
 from hz_ray.service.job_state import JobState
 from hz_ray.storage import EVENT_SCHEMA, EventLog, load_checkpoint, replay_into
 
-__all__ = ["ArmRow", "FolderSnapshot", "RunRecord", "RunTotals", "load_run", "read_folder"]
+__all__ = ["ArmRow", "FolderSnapshot", "RunRecord", "RunTotals", "load_run", "read_folder",
+           "record_of"]
 
 
 @dataclass(frozen=True)
@@ -228,7 +229,11 @@ def load_run(run_dir: str | Path) -> RunRecord:
         StateError: As :func:`read_folder`, or the log cannot be replayed.
         ConfigError: The folder's config does not validate.
     """
-    snap = read_folder(run_dir)
+    return record_of(read_folder(run_dir))
+
+
+def record_of(snap: FolderSnapshot) -> RunRecord:
+    """The :class:`RunRecord` of a folder already read (see :func:`load_run`)."""
     folder, identity, config, table = snap.run_dir, snap.identity, snap.config, snap.table
     state = JobState(identity.job_id)
     state.replay(table)

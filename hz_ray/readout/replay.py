@@ -15,14 +15,13 @@ this job's), which reproduces the job's own readout.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hz_ray.errors import StateError
-from hz_ray.readout.folder import FolderSnapshot, load_run, read_folder
+from hz_ray.readout.folder import FolderSnapshot, read_folder, record_of
 from hz_ray.readout.text import arm_label, pct, readout_text
 from hz_ray.records import Recommendation
 from hz_ray.run_folder import CHECKPOINT_NAME
@@ -70,10 +69,13 @@ def replayed(run_dir: str | Path, *, use_checkpoint: bool = False) -> Replayed:
         StateError: The folder holds no job, or its log cannot be replayed.
         ConfigError: The folder's config does not validate.
     """
+    return _replay(read_folder(run_dir), use_checkpoint)
+
+
+def _replay(snap: FolderSnapshot, use_checkpoint: bool) -> Replayed:
     from hz_ray.optimizer import Optimizer  # torch: only when a posterior is rebuilt
     from hz_ray.torch_threads import torch_threads
 
-    snap = read_folder(run_dir)
     with torch_threads(1):
         optimizer = Optimizer(snap.config)
         seq = snap.replay_into(optimizer.ledger)
@@ -122,8 +124,9 @@ def replay_readout(run_dir: str | Path, *, use_checkpoint: bool = False) -> str:
         :func:`~hz_ray.readout.text.readout_text` of the rebuilt readout,
         then one line comparing it with the newest readout the job logged.
     """
-    result = replayed(run_dir, use_checkpoint=use_checkpoint)
-    record = load_run(run_dir)
+    snap = read_folder(run_dir)  # one read: the rebuilt and the logged readout see one log
+    result = _replay(snap, use_checkpoint)
+    record = record_of(snap)
     rec = result.recommendation
     text = readout_text(record, rec, heading="hz-ray replay (posterior rebuilt from the log)")
     source = "the checkpoint's GP hyperparameters" if result.from_checkpoint else "a fresh GP fit"
@@ -143,19 +146,19 @@ def replay_readout(run_dir: str | Path, *, use_checkpoint: bool = False) -> str:
 
 
 def _checkpointed_surrogate(snap: FolderSnapshot) -> dict[str, Any] | None:
-    """The checkpoint's GP state when the checkpoint is this job's, with this config."""
+    """The checkpoint's GP state when the checkpoint belongs to this job's log (as on resume)."""
+    from hz_ray.service.posterior import checkpoint_problem
+
     try:
         state = load_checkpoint(snap.run_dir / CHECKPOINT_NAME)
     except StateError as exc:
         logger.warning("Ignoring the checkpoint: %s", exc)
         return None
-    if not state or state.get("job_id") != snap.identity.job_id \
-            or _canonical(state.get("config")) != _canonical(snap.config.to_mapping()):
+    if not state:
         return None
-    surrogate = state.get("surrogate")
-    return surrogate if isinstance(surrogate, dict) else None
-
-
-def _canonical(mapping: Any) -> str:
-    """A config mapping as canonical JSON (tuples and lists alike)."""
-    return json.dumps(mapping, sort_keys=True, separators=(",", ":"), default=str)
+    seqs = snap.table.column("seq").to_pylist()
+    problem = checkpoint_problem(state, snap.identity.job_id, snap.config, max(seqs, default=-1))
+    if problem is not None:
+        logger.warning("Ignoring the checkpoint: %s", problem)
+        return None
+    return state["surrogate"]

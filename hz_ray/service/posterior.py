@@ -57,7 +57,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -294,21 +294,8 @@ class PosteriorService:
             return None
         if state is None:
             return None
-        seq = state.get("log_seq")
-        config = state.get("config")
-        if state.get("format") != CHECKPOINT_FORMAT:
-            problem = f"its format is {state.get('format')!r}, not {CHECKPOINT_FORMAT!r}"
-        elif state.get("job_id") != self.job_id:
-            problem = f"it is job {state.get('job_id')!r}'s, not {self.job_id!r}'s"
-        elif not isinstance(config, dict) or _mapping_text(config) != \
-                _mapping_text(self.config.to_mapping()):
-            problem = "it was written with another config"
-        elif isinstance(seq, bool) or not isinstance(seq, int) \
-                or not -1 <= seq <= self.log.last_seq:
-            problem = f"its log_seq {seq!r} is not in the log (whose last is {self.log.last_seq})"
-        elif not isinstance(state.get("surrogate"), dict):
-            problem = "it holds no GP state"
-        else:
+        problem = checkpoint_problem(state, self.job_id, self.config, self.log.last_seq)
+        if problem is None:
             return state
         self._ignore_checkpoint(problem)
         return None
@@ -850,6 +837,36 @@ class PosteriorService:
     def ready(self) -> str:
         """Return the incarnation id once constructed (the driver waits on this)."""
         return self.incarnation
+
+
+def checkpoint_problem(state: Mapping[str, Any], job_id: str, config: TuningConfig,
+                       last_seq: int) -> str | None:
+    """Why a checkpoint does not belong to a job's log, or ``None`` when it does.
+
+    Args:
+        state: The checkpoint as loaded.
+        job_id: The job's id.
+        config: The job's config.
+        last_seq: The last ``seq`` of the job's log (the checkpoint may not be ahead of it).
+
+    Returns:
+        ``None``, or the problem in words (another format, job or config, a log
+        position the log never reached, no GP state).
+    """
+    seq = state.get("log_seq")
+    saved_config = state.get("config")
+    if state.get("format") != CHECKPOINT_FORMAT:
+        return f"its format is {state.get('format')!r}, not {CHECKPOINT_FORMAT!r}"
+    if state.get("job_id") != job_id:
+        return f"it is job {state.get('job_id')!r}'s, not {job_id!r}'s"
+    if not isinstance(saved_config, dict) or _mapping_text(saved_config) != \
+            _mapping_text(config.to_mapping()):
+        return "it was written with another config"
+    if isinstance(seq, bool) or not isinstance(seq, int) or not -1 <= seq <= last_seq:
+        return f"its log_seq {seq!r} is not in the log (whose last is {last_seq})"
+    if not isinstance(state.get("surrogate"), dict):
+        return "it holds no GP state"
+    return None
 
 
 def _mapping_text(mapping: Any) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -154,6 +155,8 @@ def test_a_live_job_is_run_watched_scraped_stopped_and_reported_from_the_cli(tmp
     assert report.returncode == 0, report.stderr
     page = (tmp_path / "report" / "report.html").read_text()
     final = json.loads((run_dir / "status.json").read_text())["recommendation"]
-    expected = "keep the production weights" if final["is_control"] else final["arm_id"]
-    assert expected in page or (final["is_control"] and "control" in page)
+    shown_arm = re.search(r'id="recommended-arm">([^<]+)<', page)
+    assert shown_arm, "the page names its recommendation"
+    expected = "keep production weights (control)" if final["is_control"] else final["arm_id"]
+    assert shown_arm.group(1) == expected, (shown_arm.group(1), final)
     assert sorted(p.name for p in (tmp_path / "report").glob("*.png"))

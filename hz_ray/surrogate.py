@@ -29,9 +29,11 @@ import math
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from functools import cached_property
 from typing import Any, Literal
 
+import gpytorch
 import torch
 from botorch.fit import fit_gpytorch_mll
 from botorch.models import SingleTaskGP
@@ -46,11 +48,14 @@ from linear_operator.operators import DenseLinearOperator, ZeroLinearOperator
 from torch import Tensor
 
 from hz_ray.errors import ConfigError, InputDataError, StateError, field_error
+from hz_ray.exact_posterior import KERNEL_CHUNK, MetricPosterior, kernel, robust_cholesky
 
 __all__ = [
     "DEFAULT_PRIOR_SD",
     "DTYPE",
     "EXACT_SAMPLE_LIMIT",
+    "FIT_POINTS_LIMIT",
+    "MEAN_VAR_CHUNK",
     "PATHWISE_NUM_FEATURES",
     "PosteriorPaths",
     "SCHEMA_VERSION",
@@ -59,6 +64,7 @@ __all__ = [
     "Surrogate",
     "check_loadings",
     "fit_metric_gp",
+    "fit_rows",
     "prior_hyperparameters",
 ]
 
@@ -81,6 +87,16 @@ and 1.5-2.7x / 6-8x slower at 2048 / 4096, where the ``O(N^3)`` factorisation an
 pathwise covariances carry the Fourier-feature error (see ``PosteriorSnapshot.sample``).
 """
 
+FIT_POINTS_LIMIT = 1000
+"""Most training points a hyperparameter fit uses; above it a random subset (see :func:`fit_rows`).
+
+Below the limit every fit is exactly what it was before the limit existed (all points, default
+start); the posterior always conditions on every point.
+"""
+
+MEAN_VAR_CHUNK = 512
+"""Points per GPyTorch posterior call in :meth:`PosteriorSnapshot.mean_and_var`."""
+
 PATHWISE_NUM_FEATURES = 1024
 """Random Fourier features of the prior in pathwise (Matheron) draws (BoTorch's default)."""
 
@@ -98,6 +114,11 @@ _MIN_NOISE_REL = 1e-6
 _PSEUDO_NOISE_REL = 1e12
 # Fixed seed of the random restarts inside fit_gpytorch_mll (they sample from the priors).
 _FIT_SEED = 0
+# GPyTorch's max_cholesky_size while hz-ray computes: larger than any training set.
+_CHOLESKY_ALWAYS = 10**9
+# Up to this many training points a pathwise draw's noise comes from a Cholesky factor of the
+# dense noise covariance (as before the exact_posterior module); above, from its low-rank form.
+_DENSE_NOISE_LIMIT = 1000
 # Keys of the outcome-transform state that belong to the hyperparameters.
 _TRANSFORM_KEYS = ("outcome_transform.means", "outcome_transform.stdvs",
                    "outcome_transform._stdvs_sq")
@@ -418,6 +439,15 @@ def prior_hyperparameters(dim: int, prior_sd: float = DEFAULT_PRIOR_SD) -> Hyper
     return _extract_hyperparameters(model)
 
 
+def _exact_algebra() -> gpytorch.settings.max_cholesky_size:
+    """GPyTorch solves and log-determinants by Cholesky at every size.
+
+    GPyTorch's default switches to conjugate gradients and Lanczos above 800 points, which is
+    approximate and, measured at 2000 points, slower.
+    """
+    return gpytorch.settings.max_cholesky_size(_CHOLESKY_ALWAYS)
+
+
 def _fit_in_place(model: SingleTaskGP) -> bool:
     """Fit by marginal likelihood (MAP under the priors); on any failure restore the start.
 
@@ -433,7 +463,8 @@ def _fit_in_place(model: SingleTaskGP) -> bool:
         with torch.random.fork_rng(devices=[]), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             torch.manual_seed(_FIT_SEED)
-            fit_gpytorch_mll(mll)
+            with _exact_algebra():
+                fit_gpytorch_mll(mll)
         for w in caught:
             _LOG.debug("GP fit warning: %s", w.message)
         ok = all(bool(torch.isfinite(p).all()) for p in model.parameters())
@@ -453,8 +484,14 @@ def _fit_metric_gp(
     hyperparameters: Mapping[str, Tensor] | None,
     prior_sd: float,
     loadings: Tensor | None = None,
+    warm_start: Mapping[str, Tensor] | None = None,
 ) -> tuple[SingleTaskGP, bool]:
-    """Unchecked core of :func:`fit_metric_gp`; returns ``(model, fit_ok)``."""
+    """Unchecked core of :func:`fit_metric_gp`; returns ``(model, fit_ok)``.
+
+    ``warm_start`` (a previous fit's hyperparameters) starts the marginal-likelihood fit from
+    its kernel, mean and noise parameters instead of the defaults; the standardisation is
+    always the data's own. It is also where a failed fit falls back to.
+    """
     if hyperparameters is not None:
         transform = _FrozenStandardize(
             hyperparameters["outcome_transform.means"],
@@ -467,8 +504,35 @@ def _fit_metric_gp(
         return model, True
     centre, scale = _standardization_stats(y, yvar, prior_sd)
     model = _build_model(X, y, yvar, _FrozenStandardize(centre, scale), loadings)
+    if warm_start is not None:
+        _load_hyperparameters(model, {k: v for k, v in warm_start.items()
+                                      if k not in _TRANSFORM_KEYS})
     ok = _fit_in_place(model)
     return model, ok
+
+
+def fit_rows(num_points: int, limit: int | None = None) -> Tensor | None:
+    """Training rows a hyperparameter fit uses: all (None) up to ``limit``, else a subset.
+
+    Above ``limit`` points the exact marginal likelihood costs ``O(n^3)`` per optimiser step
+    (``benchmarks/cost_curve.py``: 110 s for 4 metrics at n = 2000, over 520 s at 3000).
+    Hyperparameters (a few lengthscales, one outputscale) are estimated well from a random
+    subset of ``limit`` points; the posterior is still conditioned on every point.
+
+    Args:
+        num_points: Training points ``n``.
+        limit: Largest ``n`` fitted on all points, >= 2 (default :data:`FIT_POINTS_LIMIT`).
+
+    Returns:
+        None (all rows), or ``limit`` sorted row indices: row 0 (the control, the first
+        training row) and a random draw, seeded by ``n``, of the others.
+    """
+    limit = FIT_POINTS_LIMIT if limit is None else limit
+    if num_points <= limit:
+        return None
+    gen = torch.Generator().manual_seed(num_points)
+    others = torch.randperm(num_points - 1, generator=gen)[: limit - 1] + 1
+    return torch.cat([torch.zeros(1, dtype=torch.long), others.sort().values])
 
 
 def fit_metric_gp(
@@ -530,38 +594,25 @@ def fit_metric_gp(
 # --------------------------------------------------------------------------------------------
 
 
-def _robust_cholesky(cov: Tensor) -> Tensor:
-    """Lower Cholesky factor of a PSD matrix with escalating jitter; a PSD root as last resort."""
-    n = cov.shape[-1]
-    eye = torch.eye(n, dtype=cov.dtype)
-    base = float(cov.diagonal().abs().mean()) if n else 1.0
-    base = base if base > 0 else 1.0
-    L, info = torch.linalg.cholesky_ex(cov)
-    jitter = 1e-12 * base
-    while int(info) != 0 and jitter <= 1e-4 * base:
-        L, info = torch.linalg.cholesky_ex(cov + jitter * eye)
-        jitter *= 10.0
-    if int(info) == 0:
-        return L
-    evals, evecs = torch.linalg.eigh(cov)  # pragma: no cover - only for pathological inputs
-    return evecs * evals.clamp_min(0.0).sqrt().unsqueeze(-2)  # pragma: no cover
-
-
 def _derive_seeds(seed: int, count: int) -> list[int]:
     gen = torch.Generator().manual_seed(int(seed))
     return [int(s) for s in torch.randint(0, 2**62, (count,), generator=gen)]
 
 
-def _exact_draws(model: SingleTaskGP, X: Tensor, num_draws: int, seed: int) -> Tensor:
-    """``num_draws x N`` exact joint draws of the latent f at ``X`` (``N x d``)."""
-    with torch.no_grad():
-        mvn = model.posterior(X).distribution
-        mean = mvn.mean.reshape(-1)
-        cov = mvn.covariance_matrix
-    L = _robust_cholesky(cov)
+def _untransform(model: SingleTaskGP) -> tuple[Tensor, Tensor]:
+    """``(centre, scale)`` of the model's frozen outcome standardisation (0-d tensors)."""
+    transform = model.outcome_transform
+    return transform.means.reshape(()), transform.stdvs.reshape(())
+
+
+def _exact_draws(posterior: MetricPosterior, X: Tensor, num_draws: int, seed: int) -> Tensor:
+    """``num_draws x N`` exact joint draws of the latent f at ``X`` (``N x d``), lift units."""
+    centre, scale = _untransform(posterior.model)
+    mean, cov = posterior.mean_and_covariance(X)
+    L = robust_cholesky(scale**2 * cov)
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(num_draws, X.shape[0], generator=gen, dtype=DTYPE)
-    return mean + z @ L.transpose(-1, -2)
+    return centre + scale * mean + z @ L.transpose(-1, -2)
 
 
 class _MetricPaths:
@@ -579,15 +630,18 @@ class _MetricPaths:
     earlier evaluations, which is what a local search on one Thompson sample needs.
 
     Args:
-        model: The metric's eval-mode GP.
+        posterior: The metric's exact posterior (its model, factor and solves).
         num_draws: ``K >= 1``.
         seed: Seed of every random number of the draws.
         num_features: Random Fourier features ``F`` of the prior draw.
     """
 
-    def __init__(self, model: SingleTaskGP, num_draws: int, seed: int, num_features: int) -> None:
+    def __init__(self, posterior: MetricPosterior, num_draws: int, seed: int,
+                 num_features: int) -> None:
         gen = torch.Generator().manual_seed(seed)
+        model = posterior.model
         self.model = model
+        self.posterior = posterior
         with torch.no_grad():
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)  # the feature frequencies use the global RNG: fork it
@@ -596,27 +650,58 @@ class _MetricPaths:
                     num_outputs=num_features)
             X_tr = model.train_inputs[0]
             y_tr = model.train_targets  # standardised
-            noise = _noise_covariance(model)  # standardised, floored, n x n
             self.weights = torch.randn(num_draws, self.features.num_outputs, generator=gen,
                                        dtype=DTYPE)  # K x F
-            prior_tr = self.features(X_tr) @ self.weights.T + model.mean_module(X_tr).unsqueeze(-1)
+            prior_tr = self._prior(X_tr)
             z = torch.randn(X_tr.shape[0], num_draws, generator=gen, dtype=DTYPE)
-            if isinstance(model.likelihood.noise_covar, _SharedControlNoise):
-                eps = _robust_cholesky(noise) @ z
-            else:
-                eps = noise.diagonal().sqrt().unsqueeze(-1) * z
-            L = _robust_cholesky(model.covar_module(X_tr).to_dense() + noise)
-            self.alpha = torch.cholesky_solve(y_tr.unsqueeze(-1) - prior_tr - eps, L)  # n x K
-        transform = model.outcome_transform
-        self.centre = transform.means.reshape(())
-        self.scale = transform.stdvs.reshape(())
+            if X_tr.shape[0] <= _DENSE_NOISE_LIMIT:
+                # Small n: the noise draw as it always was (a Cholesky of the dense noise).
+                eps = robust_cholesky(_noise_covariance(model)) @ z
+            else:  # the same distribution without an n x n matrix
+                eps = posterior.noise_draws(z, gen)
+            del z
+            # At training row i a draw is f0_i + (K alpha)_i = y_i - eps_i - (Sigma alpha)_i.
+            self._at_rows = eps.neg_().add_(y_tr.unsqueeze(-1))  # y - eps, n x K
+            del eps
+            self.alpha = posterior.solve(prior_tr.neg_().add_(self._at_rows))  # n x K
+            del prior_tr
+            self._at_rows.sub_(posterior.noise_times(self.alpha))
+        self.centre, self.scale = _untransform(model)
+
+    def evaluate(self, X: Tensor, training_rows: Tensor | None) -> Tensor:
+        """Every draw at ``X`` (``N x d``) -> ``K x N`` (lift units), training rows for free.
+
+        Args:
+            X: The points.
+            training_rows: ``N`` indices: the training row that ``X[i]`` is (its exact
+                input), or -1. Draws at training rows cost ``O(1)`` each instead of ``O(n)``.
+        """
+        if training_rows is None or not bool((training_rows >= 0).any()):
+            return self(X)
+        known = training_rows >= 0
+        out = torch.empty(self.weights.shape[0], X.shape[0], dtype=DTYPE)
+        out[:, known] = self.centre + self.scale * self._at_rows[training_rows[known]].T
+        if bool((~known).any()):
+            out[:, ~known] = self(X[~known])
+        return out
+
+    def _prior(self, X: Tensor) -> Tensor:
+        """The prior draws at ``X``: ``N x d`` -> ``N x K`` (standardised)."""
+        out = torch.empty(X.shape[0], self.weights.shape[0], dtype=DTYPE)
+        for start in range(0, X.shape[0], KERNEL_CHUNK):
+            chunk = X[start:start + KERNEL_CHUNK]
+            out[start:start + KERNEL_CHUNK] = (self.features(chunk) @ self.weights.T
+                                               + self.model.mean_module(chunk).unsqueeze(-1))
+        return out
 
     def __call__(self, X: Tensor) -> Tensor:
         """Every draw at the same points: ``N x d`` -> ``K x N`` (lift units)."""
         with torch.no_grad():
             X_tr = self.model.train_inputs[0]
-            f = self.features(X) @ self.weights.T + self.model.mean_module(X).unsqueeze(-1)
-            f = f + self.model.covar_module(X, X_tr).to_dense() @ self.alpha  # N x K
+            f = self._prior(X)
+            for start in range(0, X.shape[0], KERNEL_CHUNK):
+                chunk = X[start:start + KERNEL_CHUNK]
+                f[start:start + KERNEL_CHUNK] += kernel(self.model, chunk, X_tr) @ self.alpha
         return self.centre + self.scale * f.T.contiguous()
 
     def per_draw(self, X: Tensor) -> Tensor:
@@ -628,7 +713,7 @@ class _MetricPaths:
             phi = self.features(flat).reshape(K, M, -1)
             f = torch.einsum("kmf,kf->km", phi, self.weights)
             f = f + self.model.mean_module(flat).reshape(K, M)
-            cross = self.model.covar_module(flat, X_tr).to_dense().reshape(K, M, -1)
+            cross = kernel(self.model, flat, X_tr).reshape(K, M, -1)
             f = f + torch.einsum("kmn,nk->km", cross, self.alpha)
         return self.centre + self.scale * f
 
@@ -653,17 +738,35 @@ class PosteriorPaths:
         """``K``, the number of draws."""
         return int(self._paths[0].weights.shape[0])
 
-    def __call__(self, X: Tensor) -> Tensor:
+    def __call__(self, X: Tensor, training_rows: Tensor | None = None) -> Tensor:
         r"""Every draw at ``X``.
 
         Args:
             X: ``N x d`` points in the unit cube.
+            training_rows: Optional ``N`` indices: the training row that ``X[i]`` is, or -1
+                (cheaper, same values; see :meth:`PosteriorSnapshot.sample`).
 
         Returns:
             ``K x N x m`` draws (lift units).
         """
         X = _check_points("X", X, self.dim)
-        return torch.stack([p(X) for p in self._paths], dim=-1)
+        rows = self._check_rows(training_rows, X)
+        return torch.stack([p.evaluate(X, rows) for p in self._paths], dim=-1)
+
+    def _check_rows(self, training_rows: Tensor | None, X: Tensor) -> Tensor | None:
+        if training_rows is None:
+            return None
+        train_X = self._paths[0].model.train_inputs[0]
+        rows = torch.as_tensor(training_rows, dtype=torch.long)
+        if rows.shape != (X.shape[0],) or bool((rows < -1).any()) \
+                or bool((rows >= train_X.shape[0]).any()):
+            raise field_error(InputDataError, "training_rows", tuple(rows.shape),
+                              f"{X.shape[0]} indices in [-1, {train_X.shape[0] - 1}]")
+        known = rows >= 0
+        if not torch.equal(train_X[rows[known]], X[known]):
+            raise field_error(InputDataError, "training_rows", "mismatch",
+                              "indices of training rows whose inputs equal those points")
+        return rows
 
     def per_draw(self, X: Tensor) -> Tensor:
         r"""Draw ``k`` at its own points ``X[k]``.
@@ -682,10 +785,11 @@ class PosteriorPaths:
 
 
 def _pathwise_draws(
-    model: SingleTaskGP, X: Tensor, num_draws: int, seed: int, num_features: int
+    posterior: MetricPosterior, X: Tensor, num_draws: int, seed: int, num_features: int,
+    training_rows: Tensor | None = None,
 ) -> Tensor:
     """``num_draws x N`` pathwise draws of the latent f at ``X`` (see :class:`_MetricPaths`)."""
-    return _MetricPaths(model, num_draws, seed, num_features)(X)
+    return _MetricPaths(posterior, num_draws, seed, num_features).evaluate(X, training_rows)
 
 
 @dataclass(frozen=True, eq=False)
@@ -727,6 +831,15 @@ class PosteriorSnapshot:
     exact_limit: int = EXACT_SAMPLE_LIMIT
     num_features: int = PATHWISE_NUM_FEATURES
     train_loadings: Tensor | None = None  # noqa: N815 (BoTorch's names)
+    base: PosteriorSnapshot | None = None
+
+    @cached_property
+    def posteriors(self) -> tuple[MetricPosterior, ...]:
+        """Each metric's exact posterior: one Cholesky factor, or the base's plus a border."""
+        if self.base is not None:
+            return tuple(p.extended(model)
+                         for p, model in zip(self.base.posteriors, self.models, strict=True))
+        return tuple(MetricPosterior.from_model(model) for model in self.models)
 
     @property
     def dim(self) -> int:
@@ -786,6 +899,50 @@ class PosteriorSnapshot:
                    models=tuple(models), train_X=X, train_Y=Y, train_Yvar=Yvar,
                    hyperparameters=hps, prior_sd=prior_sd, train_loadings=loadings)
 
+    def mean(self, X: Tensor, training_rows: Tensor | None = None) -> Tensor:
+        r"""Posterior mean of the latent deltas alone: ``O(N n)``, no variance computed.
+
+        Args:
+            X: ``N x d`` points in the unit cube.
+            training_rows: Optional ``N`` indices: the training row that ``X[i]`` is, or -1.
+                At a training row the mean costs ``O(H)`` instead of ``O(n)`` (see
+                :meth:`MetricPosterior.training_mean`).
+
+        Returns:
+            ``N x m`` posterior means (lift units), equal to :meth:`mean_and_var`'s.
+        """
+        X = _check_points("X", X, self.dim)
+        rows = self._check_training_rows(training_rows, X)
+        means = []
+        for posterior in self.posteriors:
+            centre, scale = _untransform(posterior.model)
+            if rows is None:
+                mean = posterior.mean(X)
+            else:
+                known = rows >= 0
+                mean = torch.empty(X.shape[0], dtype=DTYPE)
+                mean[known] = posterior.training_mean()[rows[known]]
+                mean[~known] = posterior.mean(X[~known])
+            means.append(centre + scale * mean)
+        return torch.stack(means, dim=-1)
+
+    def _check_training_rows(self, training_rows: Tensor | None, X: Tensor) -> Tensor | None:
+        """Validate ``training_rows`` for ``X``: ``N`` row indices or -1; None if none known."""
+        if training_rows is None:
+            return None
+        rows = torch.as_tensor(training_rows, dtype=torch.long)
+        n_rows = self.train_X.shape[0] if self.num_points > 0 else 0
+        if rows.shape != (X.shape[0],) or bool((rows < -1).any()) or bool((rows >= n_rows).any()):
+            raise field_error(InputDataError, "training_rows", tuple(rows.shape),
+                              f"{X.shape[0]} indices in [-1, {n_rows - 1}]")
+        known = rows >= 0
+        if not bool(known.any()):
+            return None
+        if not torch.equal(self.train_X[rows[known]], X[known]):
+            raise field_error(InputDataError, "training_rows", "mismatch",
+                              "indices of training rows whose inputs equal those points")
+        return rows
+
     def mean_and_var(self, X: Tensor) -> tuple[Tensor, Tensor]:
         r"""Posterior mean and variance of the latent deltas (observation noise excluded).
 
@@ -797,11 +954,11 @@ class PosteriorSnapshot:
         """
         X = _check_points("X", X, self.dim)
         means, variances = [], []
-        with torch.no_grad():
-            for model in self.models:
-                post = model.posterior(X)
-                means.append(post.mean.reshape(-1))
-                variances.append(post.variance.reshape(-1).clamp_min(0.0))
+        for posterior in self.posteriors:
+            centre, scale = _untransform(posterior.model)
+            mean, var = posterior.mean_and_var(X, MEAN_VAR_CHUNK)
+            means.append(centre + scale * mean)
+            variances.append(scale**2 * var)
         return torch.stack(means, dim=-1), torch.stack(variances, dim=-1)
 
     def sample(
@@ -810,6 +967,7 @@ class PosteriorSnapshot:
         num_draws: int,
         seed: int,
         method: Literal["auto", "exact", "pathwise"] = "auto",
+        training_rows: Tensor | None = None,
     ) -> Tensor:
         r"""Joint posterior draws of the latent deltas at ``X``, independent across metrics.
 
@@ -826,6 +984,10 @@ class PosteriorSnapshot:
             num_draws: Number of draws ``K >= 1``.
             seed: Seed; the same seed, points and snapshot give the same draws.
             method: ``"auto"``, ``"exact"`` or ``"pathwise"``.
+            training_rows: Optional ``N`` indices: the training row that ``X[i]`` is, or -1.
+                Pathwise draws at training rows then skip the ``O(n)`` kernel products
+                (the same values: at a training input ``f0 + K alpha = y - eps - Sigma
+                alpha``).
 
         Returns:
             ``K x N x m`` draws (lift units).
@@ -839,13 +1001,14 @@ class PosteriorSnapshot:
         if n_points == 0:
             return torch.zeros(num_draws, 0, len(self.metrics), dtype=DTYPE)
         use_exact = method == "exact" or (method == "auto" and n_points <= self.exact_limit)
+        rows = self._check_training_rows(training_rows, X)
         seeds = _derive_seeds(seed, len(self.models))
-        draws = [
-            _exact_draws(model, X, num_draws, s) if use_exact
-            else _pathwise_draws(model, X, num_draws, s, self.num_features)
-            for model, s in zip(self.models, seeds, strict=True)
-        ]
-        return torch.stack(draws, dim=-1)
+        draws = torch.empty(num_draws, n_points, len(self.models), dtype=DTYPE)
+        for j, (posterior, s) in enumerate(zip(self.posteriors, seeds, strict=True)):
+            draws[:, :, j] = (
+                _exact_draws(posterior, X, num_draws, s) if use_exact
+                else _pathwise_draws(posterior, X, num_draws, s, self.num_features, rows))
+        return draws
 
     def paths(self, num_draws: int, seed: int, num_features: int | None = None) -> PosteriorPaths:
         r"""``K`` pathwise Thompson samples that can be evaluated at any points, any time.
@@ -869,8 +1032,9 @@ class PosteriorSnapshot:
         if isinstance(features, bool) or not isinstance(features, int) or features < 2:
             raise field_error(ConfigError, "num_features", features, "an integer >= 2")
         seeds = _derive_seeds(seed, len(self.models))
-        return PosteriorPaths([_MetricPaths(model, num_draws, s, features)
-                               for model, s in zip(self.models, seeds, strict=True)], self.dim)
+        return PosteriorPaths([_MetricPaths(posterior, num_draws, s, features)
+                               for posterior, s in zip(self.posteriors, seeds, strict=True)],
+                              self.dim)
 
     def condition(self, X_extra: Tensor, Y_extra: Tensor, Yvar_extra: Tensor) -> PosteriorSnapshot:
         r"""A new snapshot with extra training points under the same hyperparameters.
@@ -895,7 +1059,7 @@ class PosteriorSnapshot:
             pad = torch.zeros(loadings.shape[0], X_extra.shape[0], loadings.shape[2],
                               dtype=DTYPE)
             loadings = torch.cat([loadings, pad], dim=1)
-        return PosteriorSnapshot.build(
+        conditioned = PosteriorSnapshot.build(
             torch.cat([self.train_X, X_extra]),
             torch.cat([self.train_Y, Y_extra]),
             torch.cat([self.train_Yvar, Yvar_extra]),
@@ -905,6 +1069,10 @@ class PosteriorSnapshot:
             prior_sd=self.prior_sd,
             loadings=loadings,
         )
+        if self.num_points == 0:  # the prior's pseudo-observation is not a training row
+            return conditioned
+        # Extend this snapshot's factors by a border instead of refactorising (O(n^2 e)).
+        return replace(conditioned, base=self if self.base is None else self.base)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1088,9 +1256,16 @@ class Surrogate:
         if n > 0 and (force_refit or self.refit_due(Yvar)):
             start = time.perf_counter()
             fitted: dict[str, Hyperparameters] = {}
+            rows = fit_rows(n)  # above FIT_POINTS_LIMIT: a subset, warm-started
             for j, name in enumerate(self.metrics):
-                model, ok = _fit_metric_gp(X, Y[:, j], Yvar[:, j], None, self.prior_sd,
-                                           None if loadings is None else loadings[j])
+                Xf, yf, vf = X, Y[:, j], Yvar[:, j]
+                lf = None if loadings is None else loadings[j]
+                warm = None
+                if rows is not None:
+                    Xf, yf, vf = Xf[rows], yf[rows], vf[rows]
+                    lf = None if lf is None else lf[rows]
+                    warm = None if self.hyperparameters is None else self.hyperparameters[name]
+                model, ok = _fit_metric_gp(Xf, yf, vf, None, self.prior_sd, lf, warm)
                 fitted[name] = _extract_hyperparameters(model)
                 self.num_fit_failures += 0 if ok else 1
             self.hyperparameters = fitted

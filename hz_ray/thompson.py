@@ -111,9 +111,10 @@ def pick_indices(
 def _draw_scores(draws: Tensor, w: Tensor, G: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     """``(objective, total violation)`` of ``... x m`` draws, each ``...``."""
     objective = draws @ w
-    if G.shape[0] == 0:
-        return objective, torch.zeros_like(objective)
-    return objective, (b - draws @ G.T).clamp_min(0.0).sum(dim=-1)
+    violation = torch.zeros_like(objective)
+    for row in range(G.shape[0]):  # one constraint at a time: no ... x c temporary
+        violation += (b[row] - draws @ G[row]).clamp_min_(0.0)
+    return objective, violation
 
 
 def _picks(objective: Tensor, violation: Tensor) -> Tensor:
@@ -339,6 +340,7 @@ def propose_candidates(
     fixed_features: Mapping[int, float] | None = None,
     refine: bool = False,
     num_features: int | None = None,
+    training_rows: Tensor | None = None,
 ) -> Tensor:
     r"""GP-scored candidate proposal (Algorithm 3): new points that win Thompson draws.
 
@@ -373,6 +375,8 @@ def propose_candidates(
         refine: Local search on each draw from its winner (see above).
         num_features: Random Fourier features of the pathwise draws with ``refine``
             (default: the snapshot's).
+        training_rows: Optional ``B`` indices: the snapshot's training row that each row of
+            ``bucket_X`` is, or -1; refined draws there skip the kernel products (same values).
 
     Returns:
         ``k x d`` proposals, ``k <= max_added`` (``k`` may be 0).
@@ -424,7 +428,11 @@ def propose_candidates(
         winners = winners[torch.argsort(-counts[winners], stable=True)][:max_added]
         return proposals[winners].clone()
     paths = snapshot.paths(num_draws, draw_seed, num_features)
-    draws = paths(candidates)
+    rows = None
+    if training_rows is not None:
+        rows = torch.cat([torch.as_tensor(training_rows, dtype=torch.long),
+                          torch.full((proposals.shape[0],), -1, dtype=torch.long)])
+    draws = paths(candidates, training_rows=rows)
     picks = pick_indices(draws, objective_weights, constraint_matrix, constraint_bounds)
     refined = refine_on_draws(paths, candidates[picks], objective_weights, constraint_matrix,
                               constraint_bounds, local_scale,

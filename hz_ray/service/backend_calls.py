@@ -125,6 +125,21 @@ class BackendCaller:
                 "The slot retries later; check the platform.") from last
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def settle(self, what: str, arm_id: str, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for an abandoned (timed-out) call to return.
+
+        Returns:
+            True when no such call is running any more (the next try can be made).
+        """
+        running = self._in_flight.get((what, arm_id))
+        if running is None:
+            return True
+        running.join(timeout_s)
+        if running.is_alive():
+            return False
+        self._in_flight.pop((what, arm_id), None)
+        return True
+
     def _once(self, what: str, arm_id: str, fn: Callable[[], T]) -> T:
         """One try, abandoned after ``timeout_s``."""
         key = (what, arm_id)

@@ -57,7 +57,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from hz_ray.arm_feed import ArmFeed
@@ -237,6 +237,7 @@ class ArmSlotRunner:
         run folder once the central service is closed (or hands one off).
         """
         self.poll(hour)
+        self._final_fetch_retries(hour)
         attempt = 0
         while self.pending_delivery:
             self.send_lifecycle(hour)
@@ -244,6 +245,34 @@ class ArmSlotRunner:
             if self.pending_delivery:
                 self._sleep(self._backoff(attempt))
                 attempt += 1
+
+    def _final_fetch_retries(self, hour: int) -> None:
+        """Fetch again the arms whose last fetch failed, before the job ends.
+
+        During the job a failed or timed-out fetch is simply retried at the next
+        poll; at the end there is no next poll, and what the platform published
+        would be left behind. So each such arm is fetched again, up to
+        ``backend_attempts`` times, each after its abandoned call returned (or
+        ``call_timeout_s`` passed) and a backoff. An arm still failing after
+        that is counted (``stats.final_fetch_failures``) and logged.
+        """
+        timeout_s = self.calls.policy.timeout_s
+        failed: list[TrackedArm] = []
+        for attempt in range(self.settings.backend_attempts):
+            failed = [a for a in (self.current, *self.stopping, *self.draining)
+                      if a is not None and a.launched and a.fetch_failures > 0]
+            if not failed:
+                return
+            for arm in failed:
+                self.calls.settle("fetch", arm.arm_id, timeout_s)
+            self._sleep(self._backoff(attempt))
+            self.poll(hour, only=failed)
+        failed = [a for a in failed if a.fetch_failures > 0]
+        self.stats.final_fetch_failures += len(failed)
+        for arm in failed:
+            logger.warning("slot %d: the final fetch of arm %s failed %d time(s); readings "
+                           "it did not fetch are not in the job's log", self.slot, arm.arm_id,
+                           arm.fetch_failures)
 
     @property
     def pending_delivery(self) -> bool:
@@ -314,11 +343,17 @@ class ArmSlotRunner:
                        late_data_hours=self.arms_spec.late_data_hours)
 
     # --------------------------------------------------------------- poll
-    def poll(self, hour: int) -> None:
-        """Fetch every arm that may still publish; buffer the deltas not yet acknowledged."""
+    def poll(self, hour: int, only: Sequence[TrackedArm] | None = None) -> None:
+        """Fetch every arm that may still publish; buffer the deltas not yet acknowledged.
+
+        Args:
+            hour: The job hour.
+            only: Fetch only these of the slot's arms (default: all).
+        """
         self._polls += 1
         late = self.arms_spec.late_data_hours
-        for arm in [a for a in (self.current, *self.stopping, *self.draining) if a is not None]:
+        arms = [a for a in (self.current, *self.stopping, *self.draining) if a is not None]
+        for arm in arms if only is None else [a for a in arms if a in only]:
             if not arm.launched:
                 continue
             if arm.stopped_hour is not None and hour > arm.stopped_hour + late \

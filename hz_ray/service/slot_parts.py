@@ -123,6 +123,8 @@ class WorkerStats:
         port_retries: Calls to the central actor that had to be retried.
         backend_errors: Failed backend calls (every failed or timed-out try).
         stop_failures: Stop calls that failed on every try (retried later).
+        final_fetch_failures: Arms whose fetch still failed when the job ended
+            (after the end's retries): readings they published may be unfetched.
     """
 
     slot: int
@@ -141,6 +143,7 @@ class WorkerStats:
     port_retries: int = 0
     backend_errors: int = 0
     stop_failures: int = 0
+    final_fetch_failures: int = 0
 
     def copy(self) -> WorkerStats:
         """A copy safe to hand to another thread."""
@@ -148,7 +151,8 @@ class WorkerStats:
                            list(self.arms), list(self.cycle_s), list(self.relaunch_s),
                            list(self.sample_s), list(self.report_s), list(self.tick_lag_s),
                            self.reports, self.deltas_reported, self.port_retries,
-                           self.backend_errors, self.stop_failures)
+                           self.backend_errors, self.stop_failures,
+                           self.final_fetch_failures)
 
 
 @dataclass

@@ -161,3 +161,66 @@ def test_a_stop_inside_an_hour_waits_for_that_hours_data(tmp_path, stop_at, hour
         assert len(hours) == hours_in
     finally:
         service.close()
+
+
+class _SlowAtTheEnd:
+    """Fetches made once the job's hours are over take ``slow_s`` (the first ``times`` per arm)."""
+
+    def __init__(self, inner, clock, end_hour: float, slow_s: float, times: float) -> None:
+        self.inner, self.clock, self.end_hour = inner, clock, end_hour
+        self.slow_s, self.times = slow_s, times
+        self.slowed: dict[str, int] = {}
+
+    def launch(self, arm_id, params):
+        self.inner.launch(arm_id, params)
+
+    def stop(self, arm_id):
+        self.inner.stop(arm_id)
+
+    def fetch(self, arm_id, since_hour):
+        if self.clock.now_hours() >= self.end_hour - 1e-6 \
+                and self.slowed.get(arm_id, 0) < self.times:
+            self.slowed[arm_id] = self.slowed.get(arm_id, 0) + 1
+            time.sleep(self.slow_s)
+        return self.inner.fetch(arm_id, since_hour)
+
+
+@pytest.mark.parametrize(("times", "lost"), [(1, False), (math.inf, True)])
+def test_a_final_fetch_that_times_out_is_tried_again_before_the_job_ends(tmp_path, times, lost):
+    """The soak's defect: readings published in the last hour came back in a fetch that
+    outlasted the call timeout at the job's end, and the job ended without fetching again."""
+    import random
+
+    from hz_ray.backends.recorded import Publication
+    from tests.support import reading
+
+    hours = 4
+    config = two_metric_config("final-fetch", slots=1, max_hours=2)
+    rng = random.Random(0)
+    # Every hour is published 0.9 h after it ends: hour 3's readings only at the end's poll.
+    pubs = [Publication(h + 1.9 if h == hours - 1 else h + 1.0,
+                        reading(aid(h // 2), h, m, rng))
+            for h in range(hours) for m in ("views", "likes")]
+    service = PosteriorService(config, tmp_path, job_id=JOB, background=False)
+    try:
+        clock = AcceleratedClock(0.15, time.time() + 0.05)
+        backend = _SlowAtTheEnd(RecordedBackend(pubs, clock), clock, hours, 0.4, times)
+        settings = RunnerSettings(poll_interval_hours=0.25, initial_backoff_s=0.001,
+                                  max_backoff_s=0.01, backend_attempts=3,
+                                  fetch_failures_to_give_up=10, call_timeout_s=0.1)
+        runner = ArmSlotRunner(0, service, backend, clock, config.arms, config.metrics,
+                               settings)
+        started = time.perf_counter()
+        stats = runner.run(hours)
+        took = time.perf_counter() - started
+        keys = {(a.arm_id, a.hours_observed) for a in service.arm_summaries()}
+    finally:
+        service.close()
+    assert backend.slowed  # the end's fetch was slow
+    if lost:  # a platform that never answers in time: bounded, counted, not hidden
+        assert stats.final_fetch_failures == len(backend.slowed) == 2  # the draining arm too
+        assert (aid(1), 1) in keys
+        assert took < hours * 0.15 + 3 * (0.4 + 0.1) + 2.0
+    else:
+        assert (aid(1), 2) in keys  # hour 3 was fetched by the retry
+        assert stats.final_fetch_failures == 0

@@ -197,6 +197,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    help="backend.call_timeout_s (s); hangs last 0.3x or 1.5x of it. On a loaded "
                         "2-core box a quarter of 64 slots' platform calls take over 1.5 s")
     p.add_argument("--baseline", action="store_true", help="also a fault-free run per seed")
+    p.add_argument("--baseline-only", action="store_true",
+                   help="only the fault-free run per seed (pair it with an earlier faulty one)")
     p.add_argument("--no-node-kill", action="store_true")
     p.add_argument("--no-driver-kill", action="store_true")
     p.add_argument("--short", action="store_true",
@@ -221,8 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     root = args.root or Path(tempfile.mkdtemp(prefix="hz-ray-soak-"))
     runs = []
     for seed in range(args.seeds):
-        runs.append(run_one(args, seed, True, root))
-        if args.baseline:
+        if not args.baseline_only:
+            runs.append(run_one(args, seed, True, root))
+        if args.baseline or args.baseline_only:
             runs.append(run_one(args, seed, False, root))
     text = render(runs, args, " ".join(sys.argv[1:]))
     print(text)

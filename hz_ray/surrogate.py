@@ -750,23 +750,10 @@ class PosteriorPaths:
             ``K x N x m`` draws (lift units).
         """
         X = _check_points("X", X, self.dim)
-        rows = self._check_rows(training_rows, X)
+        rows = check_training_rows(training_rows, X, self._paths[0].model.train_inputs[0])
         return torch.stack([p.evaluate(X, rows) for p in self._paths], dim=-1)
 
-    def _check_rows(self, training_rows: Tensor | None, X: Tensor) -> Tensor | None:
-        if training_rows is None:
-            return None
-        train_X = self._paths[0].model.train_inputs[0]
-        rows = torch.as_tensor(training_rows, dtype=torch.long)
-        if rows.shape != (X.shape[0],) or bool((rows < -1).any()) \
-                or bool((rows >= train_X.shape[0]).any()):
-            raise field_error(InputDataError, "training_rows", tuple(rows.shape),
-                              f"{X.shape[0]} indices in [-1, {train_X.shape[0] - 1}]")
-        known = rows >= 0
-        if not torch.equal(train_X[rows[known]], X[known]):
-            raise field_error(InputDataError, "training_rows", "mismatch",
-                              "indices of training rows whose inputs equal those points")
-        return rows
+
 
     def per_draw(self, X: Tensor) -> Tensor:
         r"""Draw ``k`` at its own points ``X[k]``.
@@ -782,6 +769,38 @@ class PosteriorPaths:
             raise field_error(InputDataError, "X.shape", tuple(X.shape),
                               f"(K={self.num_draws}, M, d={self.dim})")
         return torch.stack([p.per_draw(X) for p in self._paths], dim=-1)
+
+
+def check_training_rows(training_rows: Tensor | None, X: Tensor, train_X: Tensor
+                        ) -> Tensor | None:
+    """Validate ``training_rows`` for the points ``X`` against the training inputs.
+
+    Args:
+        training_rows: ``N`` indices: the row of ``train_X`` that ``X[i]`` is, or -1; or None.
+        X: ``N x d`` points.
+        train_X: ``n x d`` training inputs.
+
+    Returns:
+        The indices as a long tensor, or None when none is given or none is known.
+
+    Raises:
+        InputDataError: Wrong length, an index out of range, or a row whose input is not the
+            point.
+    """
+    if training_rows is None:
+        return None
+    rows = torch.as_tensor(training_rows, dtype=torch.long)
+    n_rows = train_X.shape[0]
+    if rows.shape != (X.shape[0],) or bool((rows < -1).any()) or bool((rows >= n_rows).any()):
+        raise field_error(InputDataError, "training_rows", tuple(rows.shape),
+                          f"{X.shape[0]} indices in [-1, {n_rows - 1}]")
+    known = rows >= 0
+    if not bool(known.any()):
+        return None
+    if not torch.equal(train_X[rows[known]], X[known]):
+        raise field_error(InputDataError, "training_rows", "mismatch",
+                          "indices of training rows whose inputs equal those points")
+    return rows
 
 
 def _pathwise_draws(
@@ -927,21 +946,8 @@ class PosteriorSnapshot:
         return torch.stack(means, dim=-1)
 
     def _check_training_rows(self, training_rows: Tensor | None, X: Tensor) -> Tensor | None:
-        """Validate ``training_rows`` for ``X``: ``N`` row indices or -1; None if none known."""
-        if training_rows is None:
-            return None
-        rows = torch.as_tensor(training_rows, dtype=torch.long)
-        n_rows = self.train_X.shape[0] if self.num_points > 0 else 0
-        if rows.shape != (X.shape[0],) or bool((rows < -1).any()) or bool((rows >= n_rows).any()):
-            raise field_error(InputDataError, "training_rows", tuple(rows.shape),
-                              f"{X.shape[0]} indices in [-1, {n_rows - 1}]")
-        known = rows >= 0
-        if not bool(known.any()):
-            return None
-        if not torch.equal(self.train_X[rows[known]], X[known]):
-            raise field_error(InputDataError, "training_rows", "mismatch",
-                              "indices of training rows whose inputs equal those points")
-        return rows
+        train_X = self.train_X if self.num_points > 0 else self.train_X[:0]
+        return check_training_rows(training_rows, X, train_X)
 
     def mean_and_var(self, X: Tensor) -> tuple[Tensor, Tensor]:
         r"""Posterior mean and variance of the latent deltas (observation noise excluded).

@@ -366,6 +366,9 @@ class ArmSlotRunner:
                     lambda a=arm: self.backend.fetch(a.arm_id, a.feed.since_hour), attempts=1)
             except BackendCallError:
                 arm.fetch_failures += 1
+                # The answer is lost with the failed call: poll again even if the arm's
+                # late-data window closes meanwhile (its last poll must not be the failed one).
+                arm.catch_up = True
                 if arm.fetch_failures >= self.settings.fetch_failures_to_give_up:
                     self._give_up(arm, hour)
                 continue
@@ -416,7 +419,8 @@ class ArmSlotRunner:
             assert arm.stopped_hour is not None
             end = arm.data_end if arm.data_end is not None else arm.stopped_hour
             done = arm.feed.complete_before(end) \
-                or hour > arm.stopped_hour + self.arms_spec.late_data_hours
+                or (hour > arm.stopped_hour + self.arms_spec.late_data_hours
+                    and not arm.catch_up)  # a failed last poll is tried again first
             if not done:
                 keep.append(arm)
         self.draining = keep

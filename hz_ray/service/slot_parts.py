@@ -170,6 +170,7 @@ class TrackedArm:
     stop_failures: int = 0
     next_stop_poll: int = 0  # the poll at which a failed stop is tried again
     launched: bool = True  # False: launch failed, nothing to drain afterwards
-    catch_up: bool = False  # resumed after a pause: polled once even past late_data_hours
+    # Polled once more even past late_data_hours: resumed after a pause, or its last poll failed.
+    catch_up: bool = False
     acked: dict[tuple[str, str, int], tuple[float, float | None, int]] = field(
         default_factory=dict)

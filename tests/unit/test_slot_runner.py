@@ -224,3 +224,62 @@ def test_a_final_fetch_that_times_out_is_tried_again_before_the_job_ends(tmp_pat
     else:
         assert (aid(1), 2) in keys  # hour 3 was fetched by the retry
         assert stats.final_fetch_failures == 0
+
+
+class _FailsAtHour:
+    """Fetches of one arm fail while the job clock is in ``[hour, hour + 1)`` (once each)."""
+
+    def __init__(self, inner, clock, arm_id: str, hour: float) -> None:
+        self.inner, self.clock, self.arm_id, self.hour = inner, clock, arm_id, hour
+        self.failed = 0
+
+    def launch(self, arm_id, params):
+        self.inner.launch(arm_id, params)
+
+    def stop(self, arm_id):
+        self.inner.stop(arm_id)
+
+    def fetch(self, arm_id, since_hour):
+        if arm_id == self.arm_id and self.hour <= self.clock.now_hours() < self.hour + 1:
+            self.failed += 1
+            raise ConnectionError("platform down for this poll")
+        return self.inner.fetch(arm_id, since_hour)
+
+
+def test_a_failed_last_poll_of_a_stopped_arm_is_tried_again_after_its_window(tmp_path):
+    """The week-long soak's lost key: the last poll inside a stopped arm's late-data window
+    failed, and the arm was dropped at the window's end without another fetch."""
+    import dataclasses
+    import random
+
+    from hz_ray.backends.recorded import Publication
+    from hz_ray.clock import SimClock
+    from hz_ray.local import LocalScheduler
+    from tests.support import reading
+
+    base = two_metric_config("late-retry", slots=1, max_hours=3)
+    config = dataclasses.replace(base, arms=dataclasses.replace(
+        base.arms, late_data_hours=2, contender_stop_share=0.0))
+    rng = random.Random(0)
+    first = arm_id_for(JOB, 0, 0)
+    # stopped at 3, window to hour 5; hour 2 is published at 5, the window's last poll
+    pubs = [Publication(5.0 if h == 2 else h + 1.0, reading(first, h, m, rng))
+            for h in range(3) for m in ("views", "likes")]
+    clock = SimClock()
+    service = PosteriorService(config, tmp_path, job_id=JOB, background=False,
+                               plan_on_demand=True, durable_reports=False)
+    try:
+        backend = _FailsAtHour(RecordedBackend(pubs, clock), clock, first, 5.0)
+        runner = ArmSlotRunner(0, service, backend, clock, config.arms, config.metrics, FAST)
+        scheduler = LocalScheduler(service, [runner])
+        scheduler.start()
+        for hour in range(9):
+            scheduler.step(hour)
+            clock.advance(1.0)
+        arm = {a.arm_id: a for a in service.arm_summaries()}[first]
+        assert backend.failed == 1
+        assert (arm.launched_hour, arm.stopped_hour) == (0, 3)
+        assert arm.hours_observed == 3  # hour 2 came with the retry at hour 6
+        assert first not in {a.arm_id for a in runner.draining}  # and then it was dropped
+    finally:
+        service.close()

@@ -217,7 +217,7 @@ class MetricPosterior:
                     self.constant + kernel(self.model, chunk, self.X) @ self.alpha)
             return out
 
-    def mean_and_var(self, X: Tensor, chunk_size: int = 512) -> tuple[Tensor, Tensor]:
+    def mean_and_var(self, X: Tensor, chunk_size: int) -> tuple[Tensor, Tensor]:
         """Posterior mean and latent variance at ``X``, standardised; each ``N``-vector."""
         with torch.no_grad():
             means, variances = [], []

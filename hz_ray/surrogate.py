@@ -95,7 +95,8 @@ start); the posterior always conditions on every point.
 """
 
 MEAN_VAR_CHUNK = 512
-"""Points per GPyTorch posterior call in :meth:`PosteriorSnapshot.mean_and_var`."""
+"""Points per variance chunk of :meth:`PosteriorSnapshot.mean_and_var` (an ``n x 512``
+cross-covariance and its triangular solve at a time)."""
 
 PATHWISE_NUM_FEATURES = 1024
 """Random Fourier features of the prior in pathwise (Matheron) draws (BoTorch's default)."""
@@ -440,10 +441,10 @@ def prior_hyperparameters(dim: int, prior_sd: float = DEFAULT_PRIOR_SD) -> Hyper
 
 
 def _exact_algebra() -> gpytorch.settings.max_cholesky_size:
-    """GPyTorch solves and log-determinants by Cholesky at every size.
+    """GPyTorch solves and log-determinants by Cholesky at every size (used by the fits).
 
     GPyTorch's default switches to conjugate gradients and Lanczos above 800 points, which is
-    approximate and, measured at 2000 points, slower.
+    approximate; hz-ray's own posterior (:mod:`hz_ray.exact_posterior`) is always exact.
     """
     return gpytorch.settings.max_cholesky_size(_CHOLESKY_ALWAYS)
 

@@ -11,6 +11,8 @@ A minimal YAML file::
       - {name: w_click, low: 0.33, high: 3.0, scale: log, base: 1.0}
       - {name: w_like,  low: 0.33, high: 3.0, scale: log, base: 1.0}
     objective: {metric: views}                # or {weights: {views: 1, watch_time: 0.5}}
+                                              # or {pareto: [views, watch_time],
+                                              #     preference: {views: 0.7, watch_time: 0.3}}
     constraints:
       - {metric: likes, min_delta: -0.005}    # likes may drop by at most 0.5% vs control
     arms: {slots: 8, min_hours: 2, max_hours: 24}
@@ -126,34 +128,141 @@ class ParameterSpec:
 
 @dataclass(frozen=True)
 class ObjectiveSpec:
-    """What to optimise: a weighted sum of relative metric deltas.
+    """What to optimise: a weighted sum of relative deltas, or a Pareto trade-off.
+
+    Exactly one form is given:
+
+    - ``weights``: the objective is ``sign * sum_m weight_m * delta_m`` (one
+      metric with weight 1 for a plain objective), ``direction`` a string.
+    - ``pareto``: two or more metrics traded against each other. The search
+      spreads over their feasible Pareto front and the readout recommends the
+      arm that the ``preference`` picks from it by the weighted Chebyshev
+      scalarisation around the control (:mod:`hz_ray.outcomes`).
+      ``direction`` is one string for all of them or a mapping per metric.
 
     Attributes:
-        weights: Metric name -> weight; one metric with weight 1 for a plain
-            objective.
-        direction: ``"maximize"`` or ``"minimize"``.
+        weights: Metric -> weight (the weighted-sum form); empty for ``pareto``.
+        direction: ``"maximize"`` or ``"minimize"``; with ``pareto`` also a
+            mapping metric -> direction (every Pareto metric named).
+        pareto: The traded metrics, in order (the Pareto form); empty otherwise.
+        preference: Optional metric -> positive share of the improvement wanted
+            along each Pareto metric (normalised to sum 1); ``None`` means an
+            equal split for the readout and the whole simplex for the search.
     """
 
-    weights: Mapping[str, float]
-    direction: str = "maximize"
+    weights: Mapping[str, float] = field(default_factory=dict)
+    direction: str | Mapping[str, str] = "maximize"
+    pareto: tuple[str, ...] = ()
+    preference: Mapping[str, float] | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.pareto, list):
+            object.__setattr__(self, "pareto", tuple(self.pareto))
 
     def validate(self, where: str) -> None:
         """Raise ConfigError unless the spec is well-formed."""
-        _require(isinstance(self.weights, Mapping) and len(self.weights) > 0,
-                 f"{where}.weights", self.weights, "a non-empty mapping metric -> weight",
-                 "Write objective: {metric: views} or objective: {weights: {views: 1.0}}.")
+        _require(isinstance(self.weights, Mapping), f"{where}.weights", self.weights,
+                 "a mapping metric -> weight")
+        _require(isinstance(self.pareto, tuple), f"{where}.pareto", self.pareto,
+                 "a list of metric names", "Write objective: {pareto: [views, watch_time]}.")
+        _require(bool(self.weights) != bool(self.pareto), where,
+                 {"weights": dict(self.weights), "pareto": list(self.pareto)},
+                 "exactly one of 'weights' (or 'metric') and 'pareto'",
+                 "Write objective: {metric: views}, {weights: {views: 1.0}} or "
+                 "{pareto: [views, watch_time]}.")
+        if self.pareto:
+            self._validate_pareto(where)
+            return
         for metric, weight in self.weights.items():
             _require(isinstance(metric, str) and bool(metric), f"{where}.weights", metric,
                      "keyed by metric names")
             _require(_is_number(weight) and weight != 0, f"{where}.weights.{metric}", weight,
                      "a finite non-zero number")
         _require(self.direction in DIRECTIONS, f"{where}.direction", self.direction,
-                 f"one of {DIRECTIONS}")
+                 f"one of {DIRECTIONS}", "A per-metric direction needs the pareto form.")
+        _require(self.preference is None, f"{where}.preference", self.preference,
+                 "unset with 'weights'", "A preference steers a pareto objective; "
+                 "write objective: {pareto: [...], preference: {...}}.")
+
+    def _validate_pareto(self, where: str) -> None:
+        names = self.pareto
+        _require(len(names) >= 2, f"{where}.pareto", list(names), "two or more metric names",
+                 "Write objective: {metric: views} for one objective.")
+        for metric in names:
+            _require(isinstance(metric, str) and bool(metric), f"{where}.pareto", metric,
+                     "metric names")
+        dupes = sorted({m for m in names if names.count(m) > 1})
+        _require(not dupes, f"{where}.pareto", dupes, "unique metric names")
+        if isinstance(self.direction, Mapping):
+            _require(set(self.direction) == set(names), f"{where}.direction",
+                     dict(self.direction), f"a direction for each of {list(names)}",
+                     "Or write one direction for all: direction: maximize.")
+            for metric, direction in self.direction.items():
+                _require(direction in DIRECTIONS, f"{where}.direction.{metric}", direction,
+                         f"one of {DIRECTIONS}")
+        else:
+            _require(self.direction in DIRECTIONS, f"{where}.direction", self.direction,
+                     f"one of {DIRECTIONS} or a mapping metric -> direction")
+        if self.preference is None:
+            return
+        _require(isinstance(self.preference, Mapping), f"{where}.preference", self.preference,
+                 "a mapping metric -> share", "Write preference: {views: 0.7, watch_time: 0.3}.")
+        _require(set(self.preference) == set(names), f"{where}.preference",
+                 dict(self.preference), f"a share for each of {list(names)}",
+                 "Leave preference out to explore the whole front.")
+        for metric, share in self.preference.items():
+            _require(_is_number(share) and share > 0, f"{where}.preference.{metric}", share,
+                     "a finite number > 0",
+                     "Shares are relative: {a: 0.7, b: 0.3} or {a: 7, b: 3}.")
+
+    @property
+    def is_pareto(self) -> bool:
+        """True for the Pareto form."""
+        return bool(self.pareto)
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """The objective's metrics, in order."""
+        return self.pareto if self.pareto else tuple(self.weights)
+
+    def direction_of(self, metric: str) -> str:
+        """``"maximize"`` or ``"minimize"`` for one objective metric."""
+        if isinstance(self.direction, Mapping):
+            return str(self.direction[metric])
+        return str(self.direction)
+
+    @property
+    def signs(self) -> dict[str, float]:
+        """Objective metric -> +1 to maximise, -1 to minimise."""
+        return {m: 1.0 if self.direction_of(m) == "maximize" else -1.0
+                for m in self.metric_names}
+
+    @property
+    def preference_shares(self) -> dict[str, float]:
+        """Pareto metric -> its share of the preference, summing to 1 (equal when unset)."""
+        if not self.pareto:
+            return {}
+        raw = self.preference or {m: 1.0 for m in self.pareto}
+        total = float(sum(raw[m] for m in self.pareto))
+        return {m: float(raw[m]) / total for m in self.pareto}
 
     @property
     def sign(self) -> float:
-        """+1 to maximise, -1 to minimise."""
+        """+1 to maximise, -1 to minimise (the weighted-sum form's one direction)."""
+        _require(isinstance(self.direction, str), "objective.direction", self.direction,
+                 "one direction", "Use signs for a per-metric direction.")
         return 1.0 if self.direction == "maximize" else -1.0
+
+    def to_mapping(self) -> dict[str, Any]:
+        """The ``objective`` section that :func:`config_from_mapping` reads back."""
+        direction = (dict(self.direction) if isinstance(self.direction, Mapping)
+                     else self.direction)
+        if not self.pareto:
+            return {"weights": dict(self.weights), "direction": direction}
+        out: dict[str, Any] = {"pareto": list(self.pareto), "direction": direction}
+        if self.preference is not None:
+            out["preference"] = dict(self.preference)
+        return out
 
 
 @dataclass(frozen=True)
@@ -511,7 +620,7 @@ class TuningConfig:
     @property
     def metrics(self) -> tuple[str, ...]:
         """Every modelled metric: objective's, then constraints', then extras; unique."""
-        ordered = list(self.objective.weights)
+        ordered = list(self.objective.metric_names)
         ordered += [c.metric for c in self.constraints]
         ordered += list(self.extra_metrics)
         return tuple(dict.fromkeys(ordered))
@@ -529,8 +638,7 @@ class TuningConfig:
     def to_mapping(self) -> dict[str, Any]:
         """Return a plain mapping that :func:`config_from_mapping` reads back."""
         out = asdict(self)
-        out["objective"] = {"weights": dict(self.objective.weights),
-                            "direction": self.objective.direction}
+        out["objective"] = self.objective.to_mapping()
         out["constraints"] = [
             {k: v for k, v in asdict(c).items() if v is not None} for c in self.constraints
         ]

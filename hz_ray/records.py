@@ -235,6 +235,33 @@ class Recommendation:
 
 
 @dataclass(frozen=True)
+class ParetoReadout:
+    """The readout of a Pareto objective: the feasible front among the arms run.
+
+    Attributes:
+        objectives: The traded metrics, in the config's order.
+        signs: Metric -> +1 (maximised) or -1 (minimised).
+        preference: Metric -> share of the preference, summing to 1.
+        front: The arms whose posterior mean deltas no other qualifying arm
+            dominates, in ascending order of the first objective's signed
+            mean. An arm qualifies with ``recommend_min_hours`` hours of data
+            and ``P(feasible) >= feasibility_threshold``. Each
+            :class:`Recommendation`'s ``objective_mean`` / ``objective_lcb`` is
+            its weighted Chebyshev value at the preference.
+        qualified: Every qualifying arm, the front included, same order.
+        preferred: The arm the preference picks (the largest Chebyshev value
+            on the front, when positive), else the control.
+    """
+
+    objectives: tuple[str, ...]
+    signs: Mapping[str, float]
+    preference: Mapping[str, float]
+    front: tuple[Recommendation, ...]
+    qualified: tuple[Recommendation, ...]
+    preferred: Recommendation
+
+
+@dataclass(frozen=True)
 class InvalidReading:
     """A platform row that could not become an :class:`HourlyReading`.
 

@@ -29,16 +29,23 @@ import torch
 from hz_ray.config import TuningConfig, config_from_mapping
 from hz_ray.errors import StateError, field_error
 from hz_ray.ledger import IngestResult, Ledger
-from hz_ray.outcomes import Z95_ONE_SIDED, Outcomes
+from hz_ray.outcomes import Z95_ONE_SIDED, Outcomes, nondominated
 from hz_ray.records import (
     CONTROL_ARM_ID,
     HourlyDelta,
     MetricPosterior,
+    ParetoReadout,
     Recommendation,
 )
 from hz_ray.space import DTYPE, ParameterSpace
 from hz_ray.surrogate import PosteriorSnapshot, RefitPolicy, Surrogate
-from hz_ray.thompson import choose_by_counts, local_search, pick_counts, propose_candidates
+from hz_ray.thompson import (
+    Objective,
+    choose_by_counts,
+    local_search,
+    pick_counts,
+    propose_candidates,
+)
 
 STATE_SCHEMA_VERSION = 1
 CONTROL_VAR_FRACTION = 1e-3  # control's noise as a fraction of var_floor: "known exactly"
@@ -46,6 +53,7 @@ PROPOSAL_ANCHORS = 3
 CONTENDER_DRAWS = 256  # draws of the light plan behind contender stops
 CERTIFY_POINTS = 128  # perturbations per round of the certifiable-optimum search
 READOUT_CHUNK = 256  # arms whose P(feasible) the readout computes at a time, best gain first
+PREFERENCE_SALT = 0x5EED_C4EB  # seeds the per-draw Pareto preferences from a draw seed
 
 
 @dataclass(frozen=True)
@@ -462,7 +470,7 @@ class Optimizer:
             return []
         index = torch.tensor(list(rows), dtype=torch.long)
         known = None if training_rows is None else training_rows[index]
-        gain = (snapshot.mean(X[index], known) @ self.outcomes.objective_weights).tolist()
+        gain = self.outcomes.gain(snapshot.mean(X[index], known)).tolist()
         order = sorted(range(len(rows)), key=lambda r: (gain[r], tie_key(rows[r])),
                        reverse=True)
         if positive_gain:
@@ -512,12 +520,14 @@ class Optimizer:
         rows = torch.cat([torch.full((self.bucket.shape[0],), -1, dtype=torch.long), arm_rows])
         if (with_proposals and opt.proposal_probability > 0
                 and rng.random() < opt.proposal_probability):
+            proposal_seed = rng.getrandbits(62)
             proposals = propose_candidates(
                 snapshot, candidates, self._anchors(snapshot, view, arm_X, arm_rows),
-                self.outcomes.objective_weights, self.outcomes.constraint_matrix,
+                self.outcomes.thompson_objective(proposal_seed ^ PREFERENCE_SALT),
+                self.outcomes.constraint_matrix,
                 self.outcomes.constraint_bounds, num_proposals=opt.proposals,
                 num_draws=opt.proposal_draws, max_added=opt.max_proposals_added,
-                local_scale=opt.local_scale, seed=rng.getrandbits(62),
+                local_scale=opt.local_scale, seed=proposal_seed,
                 refine=opt.refine_proposals, num_features=opt.proposal_features,
                 training_rows=rows)
             candidates = torch.cat([candidates, proposals])
@@ -526,16 +536,17 @@ class Optimizer:
         draw_seed = rng.getrandbits(62)
         certify_seed = rng.getrandbits(62)
         k = opt.thompson_draws if num_draws is None else num_draws
+        objective = self.outcomes.thompson_objective(draw_seed ^ PREFERENCE_SALT)
         if opt.picks_beat_control:
             with_control = torch.cat([self.space.control_point().unsqueeze(0), candidates])
             control_row = torch.tensor([row_of.get(CONTROL_ARM_ID, -1)], dtype=torch.long)
             draws = snapshot.sample(with_control, k, seed=draw_seed,
                                     training_rows=torch.cat([control_row, rows]))
-            counts = self._counts_beating_control(draws)
+            counts = self._counts_beating_control(draws, objective)
         else:
             draws = snapshot.sample(candidates, k, seed=draw_seed, training_rows=rows)
-            counts = pick_counts(draws, self.outcomes.objective_weights,
-                                 self.outcomes.constraint_matrix, self.outcomes.constraint_bounds)
+            counts = pick_counts(draws, objective, self.outcomes.constraint_matrix,
+                                 self.outcomes.constraint_bounds)
         if with_proposals and opt.certify_share > 0:
             point = self._certifiable_optimum(snapshot, candidates, certify_seed, rows)
             if point is not None:
@@ -579,21 +590,22 @@ class Optimizer:
         return local_search(score, start.unsqueeze(0), opt.local_scale, seed,
                             points_per_round=CERTIFY_POINTS)[0]
 
-    def _counts_beating_control(self, draws: torch.Tensor) -> torch.Tensor:
+    def _counts_beating_control(self, draws: torch.Tensor, objective: Objective
+                                ) -> torch.Tensor:
         """Algorithm 1 counts with the control as a rival that is never launched.
 
         Args:
             draws: ``K x (1 + N) x m`` draws; index 0 is the control, whose
                 deltas are zero by definition (set here exactly, in place: the
                 caller's draws are changed, to spare a copy of ``K N m``).
+            objective: The draws' objective (:meth:`Outcomes.thompson_objective`).
 
         Returns:
             ``N`` counts: draws each candidate wins against the control and the
             others; the plain counts over the ``N`` if the control wins all.
         """
         draws[:, 0, :] = 0.0
-        w, G, b = (self.outcomes.objective_weights, self.outcomes.constraint_matrix,
-                   self.outcomes.constraint_bounds)
+        w, G, b = objective, self.outcomes.constraint_matrix, self.outcomes.constraint_bounds
         counts = pick_counts(draws, w, G, b)[1:]
         if int(counts.sum()) == 0:
             counts = pick_counts(draws[:, 1:, :], w, G, b)
@@ -720,6 +732,64 @@ class Optimizer:
             return self._readout(CONTROL_ARM_ID, self.space.base_params)
         return self._readout(ids[best[0]], arms[ids[best[0]]].params)
 
+    def pareto_readout(self) -> ParetoReadout:
+        """The feasible Pareto front among the arms run, and the arm the preference picks.
+
+        An arm qualifies with ``recommend_min_hours`` hours of data and a posterior
+        ``P(feasible) >= feasibility_threshold``; the front is the qualifying arms whose
+        posterior mean deltas (signed) no other qualifying arm weakly dominates with one
+        strict improvement. The preferred arm is :meth:`recommend`'s (the largest
+        Chebyshev value at the preference, when positive).
+
+        Raises:
+            StateError: When the objective is not a Pareto objective.
+        """
+        objective = self.config.objective
+        if not objective.is_pareto:
+            raise field_error(StateError, "objective", objective.to_mapping(),
+                              "a pareto objective for a Pareto readout",
+                              "Use recommend() for a weighted-sum objective.")
+        opt = self.config.optimizer
+        arms = self.ledger.arms
+        ids = [a for a in arms if self.ledger.hours_observed(a) >= opt.recommend_min_hours]
+        qualified: list[Recommendation] = []
+        signed: list[list[float]] = []
+        if ids:
+            snapshot = self.snapshot()
+            X = self.space.encode_many([arms[a].params for a in ids])
+            for start in range(0, len(ids), READOUT_CHUNK):
+                mean, var = snapshot.mean_and_var(X[start:start + READOUT_CHUNK])
+                p_feas = self.outcomes.p_feasible(mean, var)
+                gain, gain_sd = self.outcomes.gain_posterior(mean, var)
+                for j in (p_feas >= opt.feasibility_threshold).nonzero().reshape(-1).tolist():
+                    arm_id = ids[start + j]
+                    qualified.append(self._recommendation(
+                        arm_id, arms[arm_id].params, mean[j], var[j], float(gain[j]),
+                        float(gain_sd[j]), float(p_feas[j])))
+                    signed.append((mean[j, self.outcomes.pareto_index]
+                                   * self.outcomes.pareto_signs).tolist())
+        order = sorted(range(len(qualified)), key=lambda i: (signed[i][0], qualified[i].arm_id))
+        values = torch.tensor([signed[i] for i in order], dtype=DTYPE).reshape(
+            len(order), self.outcomes.pareto_index.numel())
+        on_front = nondominated(values)
+        ranked = tuple(qualified[i] for i in order)
+        return ParetoReadout(
+            objectives=tuple(objective.pareto), signs=dict(objective.signs),
+            preference=dict(objective.preference_shares),
+            front=tuple(r for r, keep in zip(ranked, on_front.tolist(), strict=True) if keep),
+            qualified=ranked, preferred=self.recommend())
+
+    def _recommendation(self, arm_id: str, params: Mapping[str, float], mean: torch.Tensor,
+                        var: torch.Tensor, gain: float, gain_sd: float,
+                        p_feasible: float) -> Recommendation:
+        """A readout record of one arm from its posterior (``mean``, ``var``: ``m`` each)."""
+        return Recommendation(
+            arm_id=arm_id, params=dict(params), objective_mean=gain,
+            objective_lcb=gain - Z95_ONE_SIDED * gain_sd, p_feasible=p_feasible,
+            metrics={m: MetricPosterior(float(mean[j]), math.sqrt(max(float(var[j]), 0.0)))
+                     for j, m in enumerate(self.metrics)},
+            observed=self.ledger.estimates(arm_id) if arm_id != CONTROL_ARM_ID else {})
+
     def _readout(self, arm_id: str, params: Mapping[str, float]) -> Recommendation:
         X = self.space.encode(params).unsqueeze(0)
         mean, var = self.snapshot().mean_and_var(X)
@@ -727,16 +797,8 @@ class Optimizer:
         p_feas = self.outcomes.p_feasible(mean, var)
         if arm_id == CONTROL_ARM_ID:
             gain_mean, gain_sd, p_feas = gain_mean * 0, gain_sd * 0, p_feas * 0 + 1
-        return Recommendation(
-            arm_id=arm_id,
-            params=dict(params),
-            objective_mean=float(gain_mean[0]),
-            objective_lcb=float(gain_mean[0] - Z95_ONE_SIDED * gain_sd[0]),
-            p_feasible=float(p_feas[0]),
-            metrics={m: MetricPosterior(float(mean[0, j]), math.sqrt(max(float(var[0, j]), 0.0)))
-                     for j, m in enumerate(self.metrics)},
-            observed=self.ledger.estimates(arm_id) if arm_id != CONTROL_ARM_ID else {},
-        )
+        return self._recommendation(arm_id, params, mean[0], var[0], float(gain_mean[0]),
+                                    float(gain_sd[0]), float(p_feas[0]))
 
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:

@@ -7,7 +7,9 @@ Outcome conventions (``m`` metrics, ``c`` constraints):
 
 - A draw ``d`` (an ``m``-vector of metric deltas at one candidate) has the scalar objective
   ``w . d`` with weights ``w`` (``m``,), to be maximised (the optimizer negates ``w`` to
-  minimise).
+  minimise). In place of ``w`` every function also takes a per-draw scalarisation
+  (:class:`~hz_ray.outcomes.ChebyshevDraws`, a Pareto objective): draw ``k`` is then scored
+  by its own preference, and everything below holds for that score.
 - Constraints are ``G d >= b`` elementwise, with ``G`` (``c x m``) and ``b`` (``c``,); a draw
   is feasible iff every row holds, and its violation is ``sum_i max(0, b_i - (G d)_i)``.
 - In each posterior draw the pick is the feasible candidate with the largest objective; if no
@@ -24,7 +26,11 @@ import torch
 from torch import Tensor
 
 from hz_ray.errors import ConfigError, InputDataError, field_error
+from hz_ray.outcomes import ChebyshevDraws
 from hz_ray.surrogate import DTYPE, PosteriorPaths, PosteriorSnapshot
+
+#: The objective of a draw: weights ``w`` (``m``,) or a per-draw scalarisation.
+Objective = Tensor | ChebyshevDraws
 
 __all__ = [
     "choose_by_counts",
@@ -62,12 +68,21 @@ def _check_outcome_spec(
     objective_weights: Any,
     constraint_matrix: Any | None,
     constraint_bounds: Any | None,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Validate ``w`` (``m``), ``G`` (``c x m``) and ``b`` (``c``); ``None`` means no constraint."""
-    w = _as_tensor("objective_weights", objective_weights, 1)
-    if w.shape != (num_metrics,):
-        raise field_error(InputDataError, "objective_weights.shape", tuple(w.shape),
-                          f"({num_metrics},), one weight per metric")
+) -> tuple[Objective, Tensor, Tensor]:
+    """Validate ``w`` (``m``), ``G`` (``c x m``) and ``b`` (``c``); ``None`` means no constraint.
+
+    ``w`` may be a :class:`~hz_ray.outcomes.ChebyshevDraws` over ``m`` metrics instead.
+    """
+    if isinstance(objective_weights, ChebyshevDraws):
+        if objective_weights.num_metrics != num_metrics:
+            raise field_error(InputDataError, "objective_weights.num_metrics",
+                              objective_weights.num_metrics, f"{num_metrics}, the draws' metrics")
+        w: Objective = objective_weights
+    else:
+        w = _as_tensor("objective_weights", objective_weights, 1)
+        if w.shape != (num_metrics,):
+            raise field_error(InputDataError, "objective_weights.shape", tuple(w.shape),
+                              f"({num_metrics},), one weight per metric")
     if (constraint_matrix is None) != (constraint_bounds is None):
         raise field_error(InputDataError, "constraint_bounds",
                           "given" if constraint_bounds is not None else None,
@@ -84,7 +99,7 @@ def _check_outcome_spec(
 
 def pick_indices(
     draws: Tensor,
-    objective_weights: Tensor,
+    objective_weights: Objective,
     constraint_matrix: Tensor | None = None,
     constraint_bounds: Tensor | None = None,
 ) -> Tensor:
@@ -108,9 +123,9 @@ def pick_indices(
     return _picks(*_draw_scores(draws, w, G, b))
 
 
-def _draw_scores(draws: Tensor, w: Tensor, G: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
-    """``(objective, total violation)`` of ``... x m`` draws, each ``...``."""
-    objective = draws @ w
+def _draw_scores(draws: Tensor, w: Objective, G: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """``(objective, total violation)`` of ``K x ... x m`` draws, each ``K x ...``."""
+    objective = w(draws) if isinstance(w, ChebyshevDraws) else draws @ w
     violation = torch.zeros_like(objective)
     for row in range(G.shape[0]):  # one constraint at a time: no ... x c temporary
         violation += (b[row] - draws @ G[row]).clamp_min_(0.0)
@@ -129,7 +144,7 @@ def _picks(objective: Tensor, violation: Tensor) -> Tensor:
 
 def pick_counts(
     draws: Tensor,
-    objective_weights: Tensor,
+    objective_weights: Objective,
     constraint_matrix: Tensor | None = None,
     constraint_bounds: Tensor | None = None,
 ) -> Tensor:
@@ -219,7 +234,7 @@ def local_search(
 def refine_on_draws(
     paths: PosteriorPaths,
     starts: Tensor,
-    objective_weights: Tensor,
+    objective_weights: Objective,
     constraint_matrix: Tensor | None,
     constraint_bounds: Tensor | None,
     local_scale: float,
@@ -328,7 +343,7 @@ def propose_candidates(
     snapshot: PosteriorSnapshot,
     bucket_X: Tensor,
     anchors_X: Tensor,
-    objective_weights: Tensor,
+    objective_weights: Objective,
     constraint_matrix: Tensor | None,
     constraint_bounds: Tensor | None,
     num_proposals: int,

@@ -144,14 +144,13 @@ class BatchedOptimizer(Optimizer):
         """Best observed arm: largest observed gain among arms whose observed
         (point-estimate) deltas meet every constraint; the control if none gains."""
         best, best_gain = None, 0.0
-        w, G, b = (self.outcomes.objective_weights, self.outcomes.constraint_matrix,
-                   self.outcomes.constraint_bounds)
+        G, b = self.outcomes.constraint_matrix, self.outcomes.constraint_bounds
         for arm_id in self.eligible_arms():
             est = self.ledger.estimates(arm_id)
             d = torch.tensor([est[m].mean for m in self.metrics], dtype=DTYPE)
             if G.shape[0] and bool(((G @ d) < b).any()):
                 continue
-            gain = float(d @ w)
+            gain = float(self.outcomes.gain(d))
             if gain > best_gain:
                 best, best_gain = arm_id, gain
         if best is None:

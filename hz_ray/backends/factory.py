@@ -190,8 +190,9 @@ def _simulated(world_name: str, kwargs: dict[str, Any], clock: Clock, seed: int)
 
 def _config_metrics(config: TuningConfig) -> Iterator[tuple[str, str]]:
     """``(field, metric)`` of every metric the config names, in the order of ``metrics``."""
-    for metric in config.objective.weights:
-        yield "objective", metric
+    part = "objective.pareto" if config.objective.is_pareto else "objective"
+    for metric in config.objective.metric_names:
+        yield part, metric
     for i, constraint in enumerate(config.constraints):
         yield f"constraints[{i}].metric", constraint.metric
     for i, metric in enumerate(config.extra_metrics):

@@ -23,7 +23,7 @@ from typing import Any
 from hz_ray.errors import StateError
 from hz_ray.readout.folder import FolderSnapshot, read_folder, record_of
 from hz_ray.readout.text import arm_label, pct, readout_text
-from hz_ray.records import Recommendation
+from hz_ray.records import ParetoReadout, Recommendation
 from hz_ray.run_folder import CHECKPOINT_NAME
 from hz_ray.storage import load_checkpoint
 
@@ -44,6 +44,8 @@ class Replayed:
         records: Accepted hourly deltas in it.
         from_checkpoint: Whether the GP started from the job's checkpointed
             hyperparameters.
+        pareto: The Pareto readout of the rebuilt posterior, for a Pareto
+            objective (else None).
     """
 
     recommendation: Recommendation
@@ -52,6 +54,7 @@ class Replayed:
     arms: int
     records: int
     from_checkpoint: bool
+    pareto: ParetoReadout | None = None
 
 
 def replayed(run_dir: str | Path, *, use_checkpoint: bool = False) -> Replayed:
@@ -91,9 +94,10 @@ def _replay(snap: FolderSnapshot, use_checkpoint: bool) -> Replayed:
                 seq = snap.replay_into(optimizer.ledger)
         optimizer.refresh()
         rec = optimizer.recommend()
+        pareto = optimizer.pareto_readout() if snap.config.objective.is_pareto else None
     hours = [h for h in snap.table.column("hour").to_pylist() if h is not None]
     return Replayed(rec, max(hours, default=-1), seq, len(optimizer.ledger.arms),
-                    optimizer.ledger.num_records, loaded)
+                    optimizer.ledger.num_records, loaded, pareto)
 
 
 def replay_run(run_dir: str | Path, *, use_checkpoint: bool = False) -> Recommendation:

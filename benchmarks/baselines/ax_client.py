@@ -11,7 +11,9 @@ has stopped), and the control as the baseline trial with delta 0. The search
 space is the tuned weights (the one held fixed for scale invariance is left
 out, as for every method), on the configured log or linear scale. Constraints
 are absolute bounds on the deltas (``likes >= -0.005``). Running trials are
-Ax's pending points. Generation strategy: Ax's default ``"fast"`` (Sobol
+Ax's pending points. A Pareto objective becomes Ax's multi-objective goal
+(``"views, watch_time"``) with objective thresholds at the control (delta 0). Generation
+strategy: Ax's default ``"fast"`` (Sobol
 initialisation, then BoTorch qLogNEI via Ax's modular BO), with an
 initialisation budget of one batch (``slots`` trials) and never an idle slot
 (``allow_exceeding_initialization_budget``).
@@ -71,13 +73,22 @@ class AxOptimizer(BatchedOptimizer):
             RangeParameterConfig(name=p.name, bounds=(float(p.low), float(p.high)),
                                  parameter_type="float", scaling=p.scale)
             for p in self._free])
-        terms = []
-        for metric, weight in config.objective.weights.items():
-            w = config.objective.sign * float(weight)
-            terms.append(metric if w == 1.0 else f"{w!r} * {metric}")
         constraints = [f"{c.metric} >= {c.bound!r}" if c.sense > 0 else f"{c.metric} <= {c.bound!r}"
                        for c in config.constraints]
-        self.client.configure_optimization(objective=" + ".join(terms),
+        if config.objective.is_pareto:
+            # Multi-objective: Ax's default generator for it (qLogNEHVI), objective thresholds
+            # at the control (Ax turns constraints on objective metrics into thresholds).
+            signs = config.objective.signs
+            objective = ", ".join(m if signs[m] > 0 else f"-{m}" for m in config.objective.pareto)
+            constraints += [f"{m} >= 0.0" if signs[m] > 0 else f"{m} <= 0.0"
+                            for m in config.objective.pareto]
+        else:
+            terms = []
+            for metric, weight in config.objective.weights.items():
+                w = config.objective.sign * float(weight)
+                terms.append(metric if w == 1.0 else f"{w!r} * {metric}")
+            objective = " + ".join(terms)
+        self.client.configure_optimization(objective=objective,
                                            outcome_constraints=constraints or None)
         self.client.configure_generation_strategy(
             method="fast", initialization_budget=config.arms.slots,
@@ -149,6 +160,8 @@ class AxOptimizer(BatchedOptimizer):
 
     def native_best(self) -> dict[str, float] | None:
         """Ax's own ``get_best_parameterization()`` on all data so far (full params)."""
+        if self.config.objective.is_pareto:
+            return None  # Ax's answer to several objectives is a frontier, not one point
         self._sync()
         try:
             with warnings.catch_warnings():

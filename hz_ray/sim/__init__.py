@@ -4,8 +4,11 @@
   with seasonality, shocks, sampling noise, delays and other realism
   (:class:`RealismConfig`).
 - Worlds: :class:`SmoothWorld`, :class:`ValueModelWorld`,
-  :class:`TestFunctionWorld`, :func:`paper_world`; :func:`make_world` by name.
+  :class:`ValueModelParetoWorld`, :class:`TestFunctionWorld`,
+  :func:`paper_world`; :func:`make_world` by name.
 - :func:`find_optimum`: the true feasible optimum of a world (for benchmarks).
+- :mod:`hz_ray.sim.pareto`: the true Pareto front of a Pareto problem
+  (:func:`true_pareto_front`), its preferred point, hypervolume scores.
 - :class:`SimulatedFactory`: a picklable ``factory(clock) -> SimulatedBackend``.
 """
 
@@ -13,6 +16,15 @@ from __future__ import annotations
 
 from hz_ray.sim.factory import SimulatedFactory
 from hz_ray.sim.optimum import Optimum, find_optimum
+from hz_ray.sim.pareto import (
+    ParetoFront,
+    chebyshev_value,
+    hypervolume,
+    hypervolume_ratio,
+    nondominated_mask,
+    preferred_optimum,
+    true_pareto_front,
+)
 from hz_ray.sim.realism import RealismConfig
 from hz_ray.sim.simulated import SimulatedBackend
 from hz_ray.sim.worlds import (
@@ -20,6 +32,7 @@ from hz_ray.sim.worlds import (
     BenchmarkProblem,
     SmoothWorld,
     TestFunctionWorld,
+    ValueModelParetoWorld,
     ValueModelWorld,
     World,
     make_world,
@@ -30,14 +43,22 @@ __all__ = [
     "WORLD_NAMES",
     "BenchmarkProblem",
     "Optimum",
+    "ParetoFront",
     "RealismConfig",
     "SimulatedBackend",
     "SimulatedFactory",
     "SmoothWorld",
     "TestFunctionWorld",
+    "ValueModelParetoWorld",
     "ValueModelWorld",
     "World",
+    "chebyshev_value",
     "find_optimum",
+    "hypervolume",
+    "hypervolume_ratio",
     "make_world",
+    "nondominated_mask",
     "paper_world",
+    "preferred_optimum",
+    "true_pareto_front",
 ]

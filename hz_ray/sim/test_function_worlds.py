@@ -12,6 +12,8 @@ shifted so the base (control) point has delta 0:
   linearly in ``x1``.
 - ``gramacy``: views from ConstrainedGramacy's objective; likes and shares from
   its two constraint slacks (``-0.5%`` exactly on each constraint boundary).
+- ``branin_currin``: ConstrainedBraninCurrin, a Pareto problem: views from
+  -log Branin, watch time from -Currin, likes from the disk constraint's slack.
 - :func:`paper_world`: random smooth functions mimicking the paper's synthetic
   study.
 
@@ -96,7 +98,7 @@ class TestFunctionWorld(World):
 
 
 def _botorch(problem: object, lows: Sequence[float], highs: Sequence[float],
-             slack: int | None = None) -> MetricFn:
+             slack: int | None = None, column: int | None = None) -> MetricFn:
     """Wrap a BoTorch test problem as ``(n, d)`` unit-cube points -> ``(n,)`` numpy values.
 
     Args:
@@ -105,6 +107,7 @@ def _botorch(problem: object, lows: Sequence[float], highs: Sequence[float],
         highs: ``(d,)`` upper corner.
         slack: Index of a constraint slack to return (>= 0 feasible) instead of
             the objective.
+        column: Index of the objective to return, for a multi-objective problem.
     """
     import torch
 
@@ -115,6 +118,8 @@ def _botorch(problem: object, lows: Sequence[float], highs: Sequence[float],
         with torch.no_grad():
             if slack is None:
                 out = problem.evaluate_true(X)  # type: ignore[attr-defined]
+                if column is not None:
+                    out = out[..., column]
             else:
                 out = problem.evaluate_slack_true(X)[..., slack]  # type: ignore[attr-defined]
         return out.numpy().astype(np.float64)
@@ -228,11 +233,49 @@ def gramacy_world(gain: float = 0.05) -> TestFunctionWorld:
         description="views: -(x1 + x2); likes, shares: -0.5% on Gramacy's constraint boundaries")
 
 
+def branin_currin_world(gain: float = 0.05,
+                        base_point: Sequence[float] = (0.5, 0.5)) -> TestFunctionWorld:
+    """ConstrainedBraninCurrin: a two-objective trade-off with one disk guardrail.
+
+    BoTorch's ``ConstrainedBraninCurrin`` minimises Branin (rescaled onto the
+    unit square) and Currin subject to a disk of radius ``sqrt(50) / 15``
+    (0.471) around the square's centre. Here views rises with ``-log Branin``
+    (``gain`` at Branin's minimum value), watch time with ``-Currin`` (``gain``
+    at Currin's minimum on the square, 1.18 at ``(0, 1)``; the disk keeps it
+    out of reach) and likes carries the disk's slack (``-0.5%`` exactly on its
+    boundary). The default problem is the Pareto front of views and watch
+    time, both maximised, with likes ``>= -0.5%``. The centre base point is
+    strictly feasible and dominated by a stretch of the front.
+
+    Args:
+        gain: Lift of each objective at its function's minimum (0.05 is +5%).
+        base_point: The control point in the unit square, inside the disk.
+    """
+    from botorch.test_functions.multi_objective import ConstrainedBraninCurrin
+    from botorch.test_functions.synthetic import Branin
+
+    base = np.asarray(base_point, dtype=np.float64)
+    bc = ConstrainedBraninCurrin()
+    unit = ([0.0, 0.0], [1.0, 1.0])
+    views = _gain(_botorch(bc, *unit, column=0), base, Branin().optimal_value, gain,
+                  log=True)
+    currin_min = float(_botorch(bc, *unit, column=1)(np.array([[0.0, 1.0]]))[0])
+    watch_time = _gain(_botorch(bc, *unit, column=1), base, currin_min, gain)
+    likes = _slack_guardrail(_botorch(bc, *unit, slack=0), base)
+    return TestFunctionWorld(
+        "test_function:branin_currin",
+        {"views": views, "watch_time": watch_time, "likes": likes}, base,
+        BenchmarkProblem.from_pareto({"views": 1.0, "watch_time": 1.0}, {"likes": -0.005}),
+        description="views: -log Branin; watch_time: -Currin; likes: -0.5% on the disk "
+                    "of ConstrainedBraninCurrin; Pareto front of views and watch_time")
+
+
 TEST_FUNCTIONS: dict[str, Callable[..., TestFunctionWorld]] = {
     "hartmann6": hartmann6_world,
     "branin": branin_world,
     "ackley": ackley_world,
     "gramacy": gramacy_world,
+    "branin_currin": branin_currin_world,
 }
 
 

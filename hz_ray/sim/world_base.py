@@ -28,20 +28,78 @@ _CACHE_SIZE = 4096
 class BenchmarkProblem:
     """An objective and guardrails over true deltas, for scoring benchmark results.
 
+    Two forms share this class:
+
+    - Weighted sum (``pareto`` empty): the objective is ``sum_m weight_m *
+      delta_m``, maximised.
+    - Pareto (``pareto`` set): two or more metrics traded against each other,
+      each maximised (sign +1) or minimised (sign -1); ``preference`` picks a
+      point of the front by the weighted Chebyshev value around the control
+      (:func:`hz_ray.sim.pareto.chebyshev_value`). ``objective`` must still be
+      given so that weighted-sum code paths (e.g.
+      :func:`~hz_ray.sim.optimum.find_optimum`) keep working: by convention it
+      is the equal-weight sum of the signed Pareto metrics, ``{m: sign_m}``,
+      which :meth:`from_pareto` builds.
+
     Attributes:
         objective: Metric -> weight; the objective is ``sum_m weight_m * delta_m``
             and is maximised (use negative weights to minimise a metric).
         min_deltas: Metric -> lower bound ``c``: feasible when ``delta_m >= c``
             (e.g. ``{"likes": -0.005}``).
         max_deltas: Metric -> upper bound ``c``: feasible when ``delta_m <= c``.
+        pareto: Pareto metric -> sign (+1 maximise, -1 minimise), in order;
+            empty for the weighted-sum form.
+        preference: Pareto metric -> positive share of the wanted improvement
+            (any positive scale; normalised by :attr:`preference_shares`), or
+            ``None`` for equal shares.
     """
 
     objective: Mapping[str, float]
     min_deltas: Mapping[str, float] = field(default_factory=dict)
     max_deltas: Mapping[str, float] = field(default_factory=dict)
+    pareto: Mapping[str, float] = field(default_factory=dict)
+    preference: Mapping[str, float] | None = None
+
+    @classmethod
+    def from_pareto(cls, pareto: Mapping[str, float], min_deltas: Mapping[str, float] | None = None,
+                    max_deltas: Mapping[str, float] | None = None,
+                    preference: Mapping[str, float] | None = None) -> BenchmarkProblem:
+        """Build a Pareto problem whose ``objective`` is the signed equal-weight sum.
+
+        Args:
+            pareto: Metric -> sign (+1 maximise, -1 minimise), two or more.
+            min_deltas: Lower bounds, as for the weighted-sum form.
+            max_deltas: Upper bounds.
+            preference: Optional metric -> positive share over exactly the
+                Pareto metrics.
+
+        Returns:
+            The problem; ``objective`` is ``{m: float(sign_m)}``.
+        """
+        return cls({m: float(s) for m, s in pareto.items()}, dict(min_deltas or {}),
+                   dict(max_deltas or {}), dict(pareto),
+                   None if preference is None else dict(preference))
+
+    @property
+    def is_pareto(self) -> bool:
+        """True for the Pareto form."""
+        return bool(self.pareto)
+
+    @property
+    def preference_shares(self) -> dict[str, float]:
+        """Pareto metric -> share of the preference, summing to 1 (equal when unset)."""
+        if not self.pareto:
+            return {}
+        raw = self.preference or {m: 1.0 for m in self.pareto}
+        total = float(sum(raw[m] for m in self.pareto))
+        return {m: float(raw[m]) / total for m in self.pareto}
 
     def check(self, metrics: Sequence[str]) -> None:
         """Raise ConfigError unless every named metric exists and weights are finite.
+
+        In the Pareto form also: two or more Pareto metrics, signs exactly
+        +1 or -1, and a preference (when given) positive over exactly the
+        Pareto metrics.
 
         Args:
             metrics: The world's metric names.
@@ -51,7 +109,8 @@ class BenchmarkProblem:
                               "a non-empty mapping metric -> weight",
                               "Write e.g. {'views': 1.0}.")
         for part, mapping in (("objective", self.objective), ("min_deltas", self.min_deltas),
-                              ("max_deltas", self.max_deltas)):
+                              ("max_deltas", self.max_deltas), ("pareto", self.pareto),
+                              ("preference", self.preference or {})):
             for metric, value in mapping.items():
                 if metric not in metrics:
                     raise field_error(ConfigError, f"problem.{part}", metric,
@@ -59,6 +118,30 @@ class BenchmarkProblem:
                 if not isinstance(value, (int, float)) or not math.isfinite(value):
                     raise field_error(ConfigError, f"problem.{part}.{metric}", value,
                                       "a finite number")
+        if self.pareto:
+            self._check_pareto()
+        elif self.preference is not None:
+            raise field_error(ConfigError, "problem.preference", dict(self.preference),
+                              "unset without pareto", "A preference steers a Pareto problem.")
+
+    def _check_pareto(self) -> None:
+        if len(self.pareto) < 2:
+            raise field_error(ConfigError, "problem.pareto", dict(self.pareto),
+                              "two or more metrics", "Use objective for a single metric.")
+        for metric, sign in self.pareto.items():
+            if isinstance(sign, bool) or sign not in (1, -1):
+                raise field_error(ConfigError, f"problem.pareto.{metric}", sign,
+                                  "+1 (maximise) or -1 (minimise)")
+        if self.preference is None:
+            return
+        if set(self.preference) != set(self.pareto):
+            raise field_error(ConfigError, "problem.preference", dict(self.preference),
+                              f"a share for each of {list(self.pareto)}",
+                              "Leave preference None for equal shares.")
+        for metric, share in self.preference.items():
+            if isinstance(share, bool) or not share > 0:
+                raise field_error(ConfigError, f"problem.preference.{metric}", share,
+                                  "a number > 0")
 
     def objective_value(self, deltas: Mapping[str, float]) -> float:
         """Return ``sum_m weight_m * delta_m`` (relative lift; 0.01 is +1%)."""
@@ -71,13 +154,26 @@ class BenchmarkProblem:
         return float(total)
 
     def to_config_mapping(self) -> dict[str, Any]:
-        """Return the ``objective`` and ``constraints`` entries of a tuning config mapping."""
+        """Return the ``objective`` and ``constraints`` entries of a tuning config mapping.
+
+        The weighted-sum form gives ``objective: {weights: {...}}``; the Pareto
+        form gives ``objective: {pareto: [...], direction: {m: maximize |
+        minimize}, preference: {...}}`` (no ``preference`` when it is None).
+        """
         constraints: list[dict[str, Any]] = [
             {"metric": m, "min_delta": float(c)} for m, c in self.min_deltas.items()
         ]
         constraints += [{"metric": m, "max_delta": float(c)} for m, c in self.max_deltas.items()]
-        return {"objective": {"weights": {m: float(w) for m, w in self.objective.items()}},
-                "constraints": constraints}
+        if not self.pareto:
+            return {"objective": {"weights": {m: float(w) for m, w in self.objective.items()}},
+                    "constraints": constraints}
+        objective: dict[str, Any] = {
+            "pareto": list(self.pareto),
+            "direction": {m: "maximize" if s > 0 else "minimize" for m, s in self.pareto.items()},
+        }
+        if self.preference is not None:
+            objective["preference"] = {m: float(v) for m, v in self.preference.items()}
+        return {"objective": objective, "constraints": constraints}
 
 
 class World(ABC):

@@ -5,8 +5,11 @@ name                      world
 ========================  ==========================================================
 ``smooth``                :class:`SmoothWorld`: 4 log-weights, 4 metrics, quadratics
 ``value_model``           :class:`ValueModelWorld`: lifts emerge from top-k ranking
+``value_model_pareto``    :class:`ValueModelParetoWorld`: the same world, its problem
+                          the Pareto front of views and watch time
 ``test_function:<fn>``    :class:`TestFunctionWorld` shaped by ``hartmann6``,
-                          ``branin``, ``ackley`` or ``gramacy``
+                          ``branin``, ``ackley``, ``gramacy`` or (Pareto)
+                          ``branin_currin``
 ``paper``                 :func:`paper_world`: the paper-style random smooth world
 ========================  ==========================================================
 """
@@ -25,6 +28,7 @@ __all__ = [
     "BenchmarkProblem",
     "SmoothWorld",
     "TestFunctionWorld",
+    "ValueModelParetoWorld",
     "ValueModelWorld",
     "World",
     "WORLD_NAMES",
@@ -32,9 +36,34 @@ __all__ = [
     "paper_world",
 ]
 
+
+
+class ValueModelParetoWorld(ValueModelWorld):
+    """:class:`ValueModelWorld` whose problem trades views against watch time.
+
+    Same constructor, same seed meaning, same truth as ``value_model``; only
+    ``default_problem`` differs: the Pareto front of views and watch time
+    (both maximised, no preference) under the value model's guardrails on the
+    other metrics (likes ``>= -0.5%``, shares and follows ``>= -1%``). Watch
+    time's own ``-0.5%`` guardrail is dropped: it is now traded, not guarded.
+    Along the feasible front views and watch time are strongly anticorrelated
+    (weighting watch seconds up buys watch time and costs views).
+    """
+
+    name = "value_model_pareto"
+
+    def __init__(self, seed: int = 0, **kwargs: Any) -> None:
+        super().__init__(seed, **kwargs)
+        guards = {m: c for m, c in self.default_problem.min_deltas.items() if m != "watch_time"}
+        self.default_problem = BenchmarkProblem.from_pareto(
+            {"views": 1.0, "watch_time": 1.0}, guards)
+        self.default_problem.check(self.metrics)
+
+
 #: Every name :func:`make_world` accepts.
 WORLD_NAMES: tuple[str, ...] = (
-    "smooth", "value_model", *(f"test_function:{n}" for n in TEST_FUNCTIONS), "paper")
+    "smooth", "value_model", "value_model_pareto",
+    *(f"test_function:{n}" for n in TEST_FUNCTIONS), "paper")
 
 
 def make_world(name: str, seed: int = 0, **kwargs: Any) -> World:
@@ -42,8 +71,8 @@ def make_world(name: str, seed: int = 0, **kwargs: Any) -> World:
 
     Args:
         name: One of ``WORLD_NAMES``: ``"smooth"``, ``"value_model"``,
-            ``"test_function:<fn>"`` (``hartmann6``, ``branin``, ``ackley``,
-            ``gramacy``) or ``"paper"``.
+            ``"value_model_pareto"``, ``"test_function:<fn>"`` (``hartmann6``,
+            ``branin``, ``ackley``, ``gramacy``, ``branin_currin``) or ``"paper"``.
         seed: Seed of the world's random structure (the value model's request
             pool, the paper world's functions). ``smooth`` and the
             ``test_function`` worlds are fixed functions and ignore it; the
@@ -63,6 +92,8 @@ def make_world(name: str, seed: int = 0, **kwargs: Any) -> World:
             return SmoothWorld(**kwargs)
         if name == "value_model":
             return ValueModelWorld(seed, **kwargs)
+        if name == "value_model_pareto":
+            return ValueModelParetoWorld(seed, **kwargs)
         if name == "paper":
             return paper_world(seed, **kwargs)
         if name.startswith("test_function:") and name.split(":", 1)[1] in TEST_FUNCTIONS:

@@ -238,7 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", nargs="+", default=["hz-ray", "ax", "random"])
     parser.add_argument("--worlds", nargs="+", default=["value_model_pareto"])
-    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--seeds", type=int, default=10, help="seeds 0..N-1")
+    parser.add_argument("--seed-list", type=int, nargs="+", default=None,
+                        help="explicit seeds (overrides --seeds)")
     parser.add_argument("--hours", type=int, default=72)
     parser.add_argument("--slots", type=int, default=8)
     parser.add_argument("--traffic", type=int, default=500_000)
@@ -264,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     ctx = multiprocessing.get_context("spawn")
-    seeds = list(range(args.seeds))
+    seeds = args.seed_list if args.seed_list is not None else list(range(args.seeds))
     with cf.ProcessPoolExecutor(max_workers=args.workers, mp_context=ctx) as pool:
         front_futs = {pool.submit(true_front, w, s, args.preference): f"{w}:{s}"
                       for w in args.worlds for s in seeds}

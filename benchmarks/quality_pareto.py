@@ -249,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--tag", default="run")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "pareto")
+    parser.add_argument("--skip-fronts", action="store_true",
+                        help="run and save only; score later with --merge beside a file "
+                             "that holds the same world seeds' fronts")
     parser.add_argument("--merge", type=Path, nargs="+", default=None,
                         help="score saved quality-pareto-*.json files together (one shared "
                              "front per world seed), print the table; no runs")
@@ -268,8 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     ctx = multiprocessing.get_context("spawn")
     seeds = args.seed_list if args.seed_list is not None else list(range(args.seeds))
     with cf.ProcessPoolExecutor(max_workers=args.workers, mp_context=ctx) as pool:
-        front_futs = {pool.submit(true_front, w, s, args.preference): f"{w}:{s}"
-                      for w in args.worlds for s in seeds}
+        front_futs = {} if args.skip_fronts else {
+            pool.submit(true_front, w, s, args.preference): f"{w}:{s}"
+            for w in args.worlds for s in seeds}
         tasks = [{"method": m.name, "method_spec": dataclasses.asdict(m), "world": w,
                   "seed": s, "hours": args.hours, "slots": args.slots,
                   "traffic": args.traffic, "preference": args.preference,
@@ -284,9 +288,11 @@ def main(argv: list[str] | None = None) -> int:
             status = r.get("error") or f"{len(r['arms'])} arms, pick {r['final_arm']}"
             print(f"[{i}/{len(tasks)}] {r['method']} {r['world']} seed {r['seed']}: {status} "
                   f"({r['wall_s']:.0f} s)", flush=True)
-    score(runs, fronts, args.preference)
-    text = table(runs, [m.name for m in methods])
-    print(text)
+    text = ""
+    if not args.skip_fronts:
+        score(runs, fronts, args.preference)
+        text = table(runs, [m.name for m in methods])
+        print(text)
     meta = {"command": " ".join([Path(sys.executable).name, *sys.argv]),
             "machine": _machine(), "hz_ray_sources": _sources(),
             "elapsed_s": time.perf_counter() - t0}

@@ -21,10 +21,11 @@ from hz_ray.readout.text import (
     metric_rows,
     objective_interval,
     objective_text,
+    pareto_rows,
     pct,
     weight_rows,
 )
-from hz_ray.records import Recommendation
+from hz_ray.records import ParetoReadout, Recommendation
 
 __all__ = ["REPORT_HTML", "render_html", "write_html"]
 
@@ -125,6 +126,35 @@ def _metrics(record: RunRecord, rec: Recommendation) -> str:
                    "threshold", "arm's own data (95%)", "hours"], rows, left=2, classes=classes)
 
 
+def _pareto(record: RunRecord, readout: ParetoReadout) -> str:
+    """The Pareto front section's body: a note, the table, and which arm the preference picks."""
+    needs = record.config.optimizer.feasibility_threshold
+    note = (f'<p class="sub">{len(readout.front)} arms on the front of '
+            f"{len(readout.qualified)} qualifying (enough hours of data and P(feasible) "
+            f"&ge; {needs:g}). Objective: {_e(objective_text(record.config))}. Deltas are "
+            "posterior means vs control with 95% intervals; the Chebyshev value is "
+            "min<sub>i</sub> s<sub>i</sub>&middot;d<sub>i</sub> / (k&middot;&lambda;"
+            "<sub>i</sub>) at the preference.</p>")
+    if not readout.front:
+        return note + ('<p id="pareto-empty">No arm qualifies for the Pareto front yet; the '
+                       "preference keeps the control.</p>")
+    rows, classes = [], []
+    for row in pareto_rows(readout, record.job_id):
+        cells = [f"{_e(pct(d[0]))} &plusmn; {100 * Z95 * d[1]:.2f}%" if d is not None else "-"
+                 for d in row.deltas]
+        label = ("&#9733; " if row.preferred else "") + f"<code>{_e(row.label)}</code>"
+        rows.append((label, *cells, f"{row.p_feasible:.3f}", _e(pct(row.chebyshev))))
+        classes.append("picked" if row.preferred else "")
+    heads = [f"{m} ({'higher' if readout.signs.get(m, 1.0) > 0 else 'lower'} is better)"
+             for m in readout.objectives]
+    table = _table(["arm", *heads, "P(feasible)", "Chebyshev value"], rows, classes=classes)
+    pick = readout.preferred
+    which = ("the control: no arm on the front has a positive Chebyshev value at the "
+             "preference" if pick.is_control
+             else f"<code>{_e(pick.arm_id)}</code> (the largest Chebyshev value on the front)")
+    return note + table + f'<p id="pareto-preferred">Preferred (&#9733;): {which}.</p>'
+
+
 def _stats(record: RunRecord) -> str:
     t = record.totals
     hours = f"{t.first_hour}&ndash;{t.last_hour}" if t.last_hour is not None else "none"
@@ -164,7 +194,10 @@ def _figures(pngs: Sequence[Path]) -> str:
     captions = {"objective.png": "The recommendation's objective delta by job hour, with its "
                 "95% band.", "guardrails.png": "Each guardrail metric's posterior at the "
                 "recommendation by hour, against its threshold.", "arms.png": "Every arm from "
-                "launch to stop, coloured by why it stopped."}
+                "launch to stop, coloured by why it stopped.",
+                "pareto.png": "The Pareto front: every qualifying arm's posterior mean deltas "
+                "(grey), the front with 95% intervals, the control at the origin, the "
+                "preference ray and the preferred arm (star)."}
     out = []
     for path in pngs:
         data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
@@ -175,13 +208,16 @@ def _figures(pngs: Sequence[Path]) -> str:
 
 
 def render_html(record: RunRecord, pngs: Sequence[Path] = (),
-                recommendation: Recommendation | None = None) -> str:
+                recommendation: Recommendation | None = None, *,
+                pareto: ParetoReadout | None = None) -> str:
     """The readout page as an HTML string.
 
     Args:
         record: The run folder, from :func:`~hz_ray.readout.folder.load_run`.
         pngs: PNGs to embed (:func:`~hz_ray.readout.plots.write_pngs`).
         recommendation: Show this readout instead of the newest logged one.
+        pareto: The Pareto readout of a Pareto objective, shown as a "Pareto
+            front" section; ``None`` shows none.
 
     Returns:
         A complete, self-contained HTML5 document.
@@ -209,6 +245,8 @@ def render_html(record: RunRecord, pngs: Sequence[Path] = (),
                   '<p class="sub">Deltas are relative to control (posterior of the GPs); '
                   "intervals are two-sided 95%; P(feasible) is the posterior probability "
                   "that the metric's guardrail holds (the objective row: all of them).</p>"]
+    if pareto is not None:
+        parts += ['<h2 id="pareto-front">Pareto front</h2>', _pareto(record, pareto)]
     parts += ["<h2>Hours and traffic used</h2>", _stats(record)]
     if pngs:
         parts += ["<h2>Charts</h2>", _figures(pngs)]
@@ -220,7 +258,8 @@ def render_html(record: RunRecord, pngs: Sequence[Path] = (),
 
 
 def write_html(record: RunRecord, out_dir: str | Path, pngs: Sequence[Path] = (),
-               recommendation: Recommendation | None = None) -> Path:
+               recommendation: Recommendation | None = None, *,
+               pareto: ParetoReadout | None = None) -> Path:
     """Write ``report.html`` into ``out_dir`` (created if missing).
 
     Args:
@@ -228,6 +267,8 @@ def write_html(record: RunRecord, out_dir: str | Path, pngs: Sequence[Path] = ()
         out_dir: Where to write it.
         pngs: PNGs to embed as data URIs.
         recommendation: Show this readout instead of the newest logged one.
+        pareto: The Pareto readout of a Pareto objective, shown as a "Pareto
+            front" section; ``None`` shows none.
 
     Returns:
         The page's path.
@@ -236,6 +277,6 @@ def write_html(record: RunRecord, out_dir: str | Path, pngs: Sequence[Path] = ()
     out.mkdir(parents=True, exist_ok=True)
     path = out / REPORT_HTML
     tmp = out / f".{REPORT_HTML}.tmp"
-    tmp.write_text(render_html(record, pngs, recommendation), encoding="utf-8")
+    tmp.write_text(render_html(record, pngs, recommendation, pareto=pareto), encoding="utf-8")
     tmp.replace(path)
     return path

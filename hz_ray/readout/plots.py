@@ -15,11 +15,14 @@ from typing import Any
 from hz_ray.errors import ConfigError
 from hz_ray.readout.folder import RunRecord
 from hz_ray.readout.text import Z95, arm_label, constraint_text, objective_interval, objective_text
+from hz_ray.records import ParetoReadout
 
-__all__ = ["ARMS_PNG", "GUARDRAILS_PNG", "OBJECTIVE_PNG", "REASON_COLORS", "write_pngs"]
+__all__ = ["ARMS_PNG", "GUARDRAILS_PNG", "OBJECTIVE_PNG", "PARETO_PNG", "REASON_COLORS",
+           "write_pngs"]
 
 OBJECTIVE_PNG = "objective.png"
 GUARDRAILS_PNG = "guardrails.png"
+PARETO_PNG = "pareto.png"
 ARMS_PNG = "arms.png"
 DPI = 110
 #: Bar colours of the arms chart by why the arm stopped (others get the tab10 cycle).
@@ -200,17 +203,22 @@ def plot_arms(record: RunRecord, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def write_pngs(record: RunRecord, out_dir: str | Path) -> list[Path]:
+def write_pngs(record: RunRecord, out_dir: str | Path, *,
+               pareto: ParetoReadout | None = None) -> list[Path]:
     """Draw the readout's PNGs into ``out_dir`` (created if missing).
 
     Args:
         record: The run folder, from :func:`~hz_ray.readout.folder.load_run`.
         out_dir: Where to write them.
+        pareto: The Pareto readout of a Pareto objective, drawn into
+            ``pareto.png`` (:func:`~hz_ray.readout.pareto_plot.plot_pareto`);
+            ``None`` draws no such PNG.
 
     Returns:
         The PNGs written, in order: ``objective.png`` (when a readout was
-        logged), ``guardrails.png`` (when the job has guardrails and a readout)
-        and ``arms.png`` (when an arm was launched).
+        logged), ``guardrails.png`` (when the job has guardrails and a readout),
+        ``pareto.png`` (when ``pareto`` is given) and ``arms.png`` (when an arm
+        was launched).
 
     Raises:
         ConfigError: matplotlib is not installed.
@@ -221,5 +229,9 @@ def write_pngs(record: RunRecord, out_dir: str | Path) -> list[Path]:
     if record.recommendations:
         written.append(plot_objective(record, out / OBJECTIVE_PNG))
         written.append(plot_guardrails(record, out / GUARDRAILS_PNG))
+    if pareto is not None:
+        from hz_ray.readout.pareto_plot import plot_pareto  # imports this module
+
+        written.append(plot_pareto(pareto, out / PARETO_PNG, record.job_id))
     written.append(plot_arms(record, out / ARMS_PNG))
     return [p for p in written if p is not None]

@@ -8,7 +8,7 @@ from pathlib import Path
 from hz_ray.readout.folder import load_run
 from hz_ray.readout.html import write_html
 from hz_ray.readout.plots import write_pngs
-from hz_ray.readout.text import readout_text
+from hz_ray.readout.text import pareto_lines, readout_text
 
 __all__ = ["READOUT_TXT", "REPORT_DIR", "ReportFiles", "build_report"]
 
@@ -37,7 +37,10 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Repo
     """Write a job's launch readout from its run folder alone.
 
     Reads the folder without its lock (the job may still be running) and
-    writes only into ``out_dir``.
+    writes only into ``out_dir``. For a Pareto objective the front is read out
+    of the posterior rebuilt from the log (:func:`~hz_ray.readout.replay.replayed`,
+    from the job's checkpointed hyperparameters): its table is added to the text
+    and the HTML, and ``pareto.png`` to the PNGs.
 
     Args:
         run_dir: The job's run folder.
@@ -54,8 +57,15 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Repo
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
     text = readout_text(record)
+    pareto = None
+    if record.config.objective.is_pareto:
+        from hz_ray.readout.replay import replayed  # torch: only for a Pareto readout
+
+        pareto = replayed(run_dir, use_checkpoint=True).pareto
+        assert pareto is not None  # a Pareto objective always has one
+        text = "\n".join([text, "", *pareto_lines(record.config, pareto, record.job_id)])
     text_file = out / READOUT_TXT
     text_file.write_text(text + "\n", encoding="utf-8")
-    pngs = tuple(write_pngs(record, out))
-    html = write_html(record, out, pngs)
+    pngs = tuple(write_pngs(record, out, pareto=pareto))
+    html = write_html(record, out, pngs, pareto=pareto)
     return ReportFiles(text=text, pngs=pngs, html=html, text_file=text_file)

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from hz_ray.config import ConstraintSpec, TuningConfig
 from hz_ray.outcomes import Z95_ONE_SIDED
 from hz_ray.readout.folder import ArmRow, RunRecord
-from hz_ray.records import ArmEstimate, Recommendation
+from hz_ray.records import CONTROL_ARM_ID, ArmEstimate, ParetoReadout, Recommendation
 
-__all__ = ["Z95", "MetricRow", "WeightRow", "arm_gain", "constraint_text", "metric_rows",
-           "objective_interval", "objective_sd", "readout_text", "recommendation_lines",
-           "weight_rows"]
+__all__ = ["Z95", "MetricRow", "ParetoRow", "WeightRow", "arm_gain", "constraint_text",
+           "metric_rows", "objective_interval", "objective_sd", "pareto_lines", "pareto_rows",
+           "readout_text", "recommendation_lines", "weight_rows"]
 
 #: Two-sided 95% normal quantile.
 Z95 = 1.959963984540054
@@ -114,9 +114,27 @@ def constraint_text(specs: list[ConstraintSpec]) -> str:
                         for s in specs)
 
 
+def _and(items: list[str]) -> str:
+    """``["a", "b", "c"] -> "a, b and c"``."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
 def objective_text(config: TuningConfig) -> str:
-    """The objective in words, e.g. ``"maximize views"`` or ``"maximize 1*views + 0.5*likes"``."""
-    weights = config.objective.weights
+    """The objective in words.
+
+    E.g. ``"maximize views"``, ``"maximize 1*views + 0.5*likes"`` or, for a
+    Pareto objective, ``"Pareto trade-off of views (maximize) and watch_time
+    (maximize), preference views 70% / watch_time 30%"`` (``"equal
+    preference"`` when the config gives none).
+    """
+    spec = config.objective
+    if spec.is_pareto:
+        traded = _and([f"{m} ({spec.direction_of(m)})" for m in spec.pareto])
+        shares = spec.preference_shares
+        preference = ("equal preference" if spec.preference is None else "preference "
+                      + " / ".join(f"{m} {100 * shares[m]:.0f}%" for m in spec.pareto))
+        return f"Pareto trade-off of {traded}, {preference}"
+    weights = spec.weights
     if len(weights) == 1 and next(iter(weights.values())) == 1:
         what = next(iter(weights))
     else:
@@ -145,7 +163,7 @@ def metric_rows(config: TuningConfig, rec: Recommendation) -> list[MetricRow]:
         if post is None:
             continue
         specs = [c for c in config.constraints if c.metric == metric]
-        role = ("objective" if metric in config.objective.weights
+        role = ("objective" if metric in config.objective.metric_names
                 else "guardrail" if specs else "tracked")
         p = math.prod(constraint_probability(s, post.mean, post.sd) for s in specs) \
             if specs else None
@@ -169,9 +187,22 @@ def arm_gain(config: TuningConfig, estimates: Mapping[str, ArmEstimate]
              ) -> tuple[float, float] | None:
     """An arm's objective delta from its own data: ``(mean, sem)``, or ``None`` if incomplete.
 
-    The objective's weighted sum (signed so higher is better) of the arm's
-    per-metric aggregates; the sems are combined as if independent.
+    For a weighted-sum objective, its weighted sum (signed so higher is
+    better) of the arm's per-metric aggregates, the sems combined as if
+    independent. For a Pareto objective over ``k`` metrics with signs ``s`` and
+    preference shares ``lam``, the weighted Chebyshev value
+    ``min_i s_i d_i / (k lam_i)`` of the aggregates ``d`` (as
+    :mod:`hz_ray.outcomes` scores it) and the sem of its smallest term.
+
+    Args:
+        config: The job's config.
+        estimates: The arm's own aggregates by metric.
+
+    Returns:
+        ``(mean, sem)``, or ``None`` when an objective metric has no estimate.
     """
+    if config.objective.is_pareto:
+        return _chebyshev_gain(config, estimates)
     weights = config.objective.weights
     if any(m not in estimates for m in weights):
         return None
@@ -179,6 +210,17 @@ def arm_gain(config: TuningConfig, estimates: Mapping[str, ArmEstimate]
     mean = sum(sign * w * estimates[m].mean for m, w in weights.items())
     sem = math.sqrt(sum((w * estimates[m].sem) ** 2 for m, w in weights.items()))
     return mean, sem
+
+
+def _chebyshev_gain(config: TuningConfig, estimates: Mapping[str, ArmEstimate]
+                    ) -> tuple[float, float] | None:
+    names = config.objective.pareto
+    if any(m not in estimates for m in names):
+        return None
+    signs, shares, k = config.objective.signs, config.objective.preference_shares, len(names)
+    terms = [(signs[m] * estimates[m].mean / (k * shares[m]), estimates[m].sem / (k * shares[m]))
+             for m in names]
+    return min(terms, key=lambda t: t[0])
 
 
 def arm_label(arm_id: str, job_id: str) -> str:
@@ -215,6 +257,96 @@ def recommendation_lines(config: TuningConfig, rec: Recommendation) -> list[str]
         lines.append(f"{row.metric:<14}{row.role:<11}{pct(row.mean):>9}{interval:>22}{p:>13}  "
                      f"{row.threshold or '-':<16}{pct(obs.mean) if obs else '-':>10}"
                      f"{obs.hours if obs else '-':>6}")
+    return lines
+
+
+@dataclass(frozen=True)
+class ParetoRow:
+    """One arm of a Pareto readout's table.
+
+    Attributes:
+        arm_id: The arm's id (``"control"`` for the control's row).
+        label: The arm's id without its job's prefix.
+        deltas: Per objective, in the readout's order: the posterior
+            ``(mean, sd)`` of its relative delta vs control, or ``None`` when
+            the readout lacks it.
+        p_feasible: Posterior probability that every guardrail holds.
+        chebyshev: Its weighted Chebyshev value at the preference.
+        preferred: True for the arm the preference picks.
+    """
+
+    arm_id: str
+    label: str
+    deltas: tuple[tuple[float, float] | None, ...]
+    p_feasible: float
+    chebyshev: float
+    preferred: bool
+
+
+def pareto_rows(readout: ParetoReadout, job_id: str = "") -> list[ParetoRow]:
+    """The front's arms in the readout's order, then the control's row when it is preferred.
+
+    Args:
+        readout: The Pareto readout.
+        job_id: The job's id, cut from the arms' labels.
+
+    Returns:
+        One :class:`ParetoRow` per front arm (plus the control when the
+        preference picks it).
+    """
+    rows = []
+    recs = list(readout.front)
+    if readout.preferred.is_control:
+        recs.append(readout.preferred)
+    for rec in recs:
+        deltas = tuple((rec.metrics[m].mean, rec.metrics[m].sd) if m in rec.metrics
+                       else ((0.0, 0.0) if rec.is_control else None)
+                       for m in readout.objectives)
+        rows.append(ParetoRow(rec.arm_id, CONTROL_ARM_ID if rec.is_control
+                              else arm_label(rec.arm_id, job_id), deltas, rec.p_feasible,
+                              rec.objective_mean, rec.arm_id == readout.preferred.arm_id))
+    return rows
+
+
+def pareto_lines(config: TuningConfig, readout: ParetoReadout, job_id: str = "") -> list[str]:
+    """The Pareto front as a text table, the preferred arm marked ``*``.
+
+    Args:
+        config: The job's config (its objective and feasibility threshold).
+        readout: The Pareto readout.
+        job_id: The job's id, cut from the arms' labels.
+
+    Returns:
+        Lines: a heading, then one row per front arm with each objective's
+        delta and its 95% interval (``+1.23% +- 0.40%``), P(feasible) and the
+        Chebyshev value, then which arm the preference picks.
+    """
+    needs = config.optimizer.feasibility_threshold
+    lines = [f"Pareto front ({objective_text(config)}): {len(readout.front)} arms on the front "
+             f"of {len(readout.qualified)} qualifying (P(feasible) >= {needs:g})"]
+    if not readout.front:
+        lines.append("No arm qualifies yet: none has enough hours of data and "
+                     f"P(feasible) >= {needs:g}.")
+    rows = pareto_rows(readout, job_id)
+    width = max([len("arm")] + [len(r.label) for r in rows]) + 2
+    heads = [f"{m} ({'higher' if readout.signs.get(m, 1.0) > 0 else 'lower'} is better)"
+             for m in readout.objectives]
+    cols = [max(len(h), 18) + 2 for h in heads]
+    lines.append(f"  {'arm':<{width}}" + "".join(f"{h:>{c}}" for h, c in zip(heads, cols,
+                                                                           strict=True))
+                 + f"{'P(feasible)':>13}{'Chebyshev':>11}")
+    for row in rows:
+        cells = [f"{pct(d[0])} +- {100 * Z95 * d[1]:.2f}%" if d is not None else "-"
+                 for d in row.deltas]
+        lines.append(f"{'*' if row.preferred else ' '} {row.label:<{width}}"
+                     + "".join(f"{v:>{c}}" for v, c in zip(cells, cols, strict=True))
+                     + f"{row.p_feasible:>13.3f}{pct(row.chebyshev):>11}")
+    pick = readout.preferred
+    if pick.is_control:
+        lines.append("Preferred (*): control: no arm on the front has a positive Chebyshev "
+                     "value at the preference.")
+    else:
+        lines.append(f"Preferred (*): {pick.arm_id} (the largest Chebyshev value on the front).")
     return lines
 
 

@@ -8,6 +8,7 @@ from hz_ray.backends import SimulatedBackend, make_world
 from hz_ray.clock import SimClock
 from hz_ray.config import config_from_mapping
 from hz_ray.local import run_local
+from hz_ray.readout.report import build_report
 from hz_ray.readout.replay import replayed
 
 
@@ -42,3 +43,13 @@ def test_a_pareto_job_runs_and_its_readout_is_a_feasible_front_holding_the_pick(
     if not readout.preferred.is_control:
         assert readout.preferred.arm_id in {r.arm_id for r in readout.front}
         assert readout.preferred.objective_mean == max(r.objective_mean for r in readout.front)
+
+    files = build_report(tmp_path / "job", tmp_path / "report")
+    names = [png.name for png in files.pngs]
+    assert "pareto.png" in names and (tmp_path / "report" / "pareto.png").stat().st_size > 0
+    assert "Pareto trade-off of views (maximize) and watch_time (maximize)" in files.text
+    html = files.html.read_text(encoding="utf-8")
+    assert "Pareto front" in html
+    for arm in readout.front:
+        label = arm.arm_id.split(".", 1)[1]
+        assert label in files.text and label in html

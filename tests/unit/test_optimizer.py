@@ -176,13 +176,14 @@ def test_thompson_picks_must_beat_the_control(optimizer):
     draws[:, 1, :] = torch.tensor([-0.01, 0.0])  # A: safe, worse than the control
     draws[:, 2, 0] = 0.02  # B: better, but infeasible in the first 40 draws
     draws[:40, 2, 1] = -0.02
-    counts = optimizer._counts_beating_control(draws)
+    counts = optimizer._counts_beating_control(draws, optimizer.outcomes.objective_weights)
     assert counts.tolist() == [0, 60]  # A never beats the control; B wins when feasible
     plain = pick_counts(draws[:, 1:, :], optimizer.outcomes.objective_weights,
                         optimizer.outcomes.constraint_matrix, optimizer.outcomes.constraint_bounds)
     assert plain.tolist() == [40, 60]  # plain Algorithm 1 re-runs A when B fails
     draws[:, 2, 1] = -0.02  # B never feasible: the control wins every draw
-    assert optimizer._counts_beating_control(draws).tolist() == [100, 0]  # plain counts
+    assert optimizer._counts_beating_control(
+        draws, optimizer.outcomes.objective_weights).tolist() == [100, 0]  # plain counts
 
 
 def test_picks_beat_control_switch_selects_the_counting_rule(small_config, monkeypatch):
@@ -191,9 +192,9 @@ def test_picks_beat_control_switch_selects_the_counting_rule(small_config, monke
     calls = []
     original = Optimizer._counts_beating_control
 
-    def spy(self, draws):
+    def spy(self, draws, objective):
         calls.append(draws.shape)
-        return original(self, draws)
+        return original(self, draws, objective)
 
     monkeypatch.setattr(Optimizer, "_counts_beating_control", spy)
     for flag in (True, False):

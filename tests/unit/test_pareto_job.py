@@ -8,8 +8,8 @@ from hz_ray.backends import SimulatedBackend, make_world
 from hz_ray.clock import SimClock
 from hz_ray.config import config_from_mapping
 from hz_ray.local import run_local
-from hz_ray.readout.report import build_report
 from hz_ray.readout.replay import replayed
+from hz_ray.readout.report import build_report
 
 
 def test_a_pareto_job_runs_and_its_readout_is_a_feasible_front_holding_the_pick(tmp_path):

@@ -126,6 +126,17 @@ class ParameterSpec:
                  "The base is the production weight; widen the range to include it.")
 
 
+def preference_shares(pareto: tuple[str, ...] | list[str] | Mapping[str, float],
+                      preference: Mapping[str, float] | None) -> dict[str, float]:
+    """Pareto metric -> its share of ``preference``, summing to 1 (equal when None; {} if none)."""
+    names = list(pareto)
+    if not names:
+        return {}
+    raw = preference or {m: 1.0 for m in names}
+    total = float(sum(raw[m] for m in names))
+    return {m: float(raw[m]) / total for m in names}
+
+
 @dataclass(frozen=True)
 class ObjectiveSpec:
     """What to optimise: a weighted sum of relative deltas, or a Pareto trade-off.
@@ -240,11 +251,7 @@ class ObjectiveSpec:
     @property
     def preference_shares(self) -> dict[str, float]:
         """Pareto metric -> its share of the preference, summing to 1 (equal when unset)."""
-        if not self.pareto:
-            return {}
-        raw = self.preference or {m: 1.0 for m in self.pareto}
-        total = float(sum(raw[m] for m in self.pareto))
-        return {m: float(raw[m]) / total for m in self.pareto}
+        return preference_shares(self.pareto, self.preference)
 
     @property
     def sign(self) -> float:

@@ -36,6 +36,36 @@ class Optimum:
     feasible: bool
 
 
+def fixed_and_free(world: World, fixed: Mapping[str, float] | None
+                   ) -> tuple[dict[str, float], list[int], np.ndarray]:
+    """Check the held parameters; the free ones' indices and the base vector with them set.
+
+    Args:
+        world: The world searched.
+        fixed: Parameter -> value held fixed, or None.
+
+    Returns:
+        ``(fixed, free, base)``: the held values, the indices of the free parameters and
+        the ``d``-vector of base parameters with the held values in place.
+
+    Raises:
+        ConfigError: On an unknown parameter, a bad value, or nothing left free.
+    """
+    fixed = dict(fixed or {})
+    for name in fixed:
+        if name not in world.parameter_names:
+            raise field_error(ConfigError, f"fixed.{name}", fixed[name],
+                              f"a parameter of world {world.name!r}")
+    free = [i for i, p in enumerate(world.parameter_names) if p not in fixed]
+    if not free:
+        raise field_error(ConfigError, "fixed", fixed, "leaving at least one parameter free")
+    base = world.base_vector()
+    for name, value in fixed.items():
+        base[world.parameter_names.index(name)] = float(value)
+    world.validate_params(dict(zip(world.parameter_names, base.tolist(), strict=True)), "fixed")
+    return fixed, free, base
+
+
 def find_optimum(
     world: World,
     problem: BenchmarkProblem | None = None,
@@ -76,18 +106,7 @@ def find_optimum(
         raise field_error(ConfigError, "method", method, "'auto', 'COBYQA' or 'SLSQP'")
     problem = problem or world.default_problem
     problem.check(world.metrics)
-    fixed = dict(fixed or {})
-    for name in fixed:
-        if name not in world.parameter_names:
-            raise field_error(ConfigError, f"fixed.{name}", fixed[name],
-                              f"a parameter of world {world.name!r}")
-    free = [i for i, p in enumerate(world.parameter_names) if p not in fixed]
-    if not free:
-        raise field_error(ConfigError, "fixed", fixed, "leaving at least one parameter free")
-    base = world.base_vector()
-    for name, value in fixed.items():
-        base[world.parameter_names.index(name)] = float(value)
-    world.validate_params(dict(zip(world.parameter_names, base.tolist(), strict=True)), "fixed")
+    fixed, free, base = fixed_and_free(world, fixed)
 
     lows, highs, logs = [], [], []
     for i in free:

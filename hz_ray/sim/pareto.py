@@ -182,23 +182,12 @@ def true_pareto_front(world: World, problem: BenchmarkProblem | None = None,
     """
     from scipy.stats import qmc
 
-    from hz_ray.sim.optimum import _encode_base
+    from hz_ray.sim.optimum import _encode_base, fixed_and_free
 
     problem = problem or world.default_problem
     problem.check(world.metrics)
     names, signs, _ = _require_pareto(problem)
-    fixed = dict(fixed or {})
-    for name in fixed:
-        if name not in world.parameter_names:
-            raise field_error(ConfigError, f"fixed.{name}", fixed[name],
-                              f"a parameter of world {world.name!r}")
-    free = [i for i, p in enumerate(world.parameter_names) if p not in fixed]
-    if not free:
-        raise field_error(ConfigError, "fixed", fixed, "leaving at least one parameter free")
-    base = world.base_vector()
-    for name, value in fixed.items():
-        base[world.parameter_names.index(name)] = float(value)
-    world.validate_params(dict(zip(world.parameter_names, base.tolist(), strict=True)), "fixed")
+    fixed, free, base = fixed_and_free(world, fixed)
     logs = np.array([world.log_scale[world.parameter_names[i]] for i in free])
     box = np.array([world.bounds[world.parameter_names[i]] for i in free], dtype=np.float64)
     lows, highs = box[:, 0].copy(), box[:, 1].copy()

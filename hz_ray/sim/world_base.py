@@ -88,11 +88,9 @@ class BenchmarkProblem:
     @property
     def preference_shares(self) -> dict[str, float]:
         """Pareto metric -> share of the preference, summing to 1 (equal when unset)."""
-        if not self.pareto:
-            return {}
-        raw = self.preference or {m: 1.0 for m in self.pareto}
-        total = float(sum(raw[m] for m in self.pareto))
-        return {m: float(raw[m]) / total for m in self.pareto}
+        from hz_ray.config import preference_shares
+
+        return preference_shares(self.pareto, self.preference)
 
     def check(self, metrics: Sequence[str]) -> None:
         """Raise ConfigError unless every named metric exists and weights are finite.

@@ -10,7 +10,9 @@ runs every (world, seed). Scored on the *true* deltas, per run:
   feasible arms any run of the same world seed ran, so every method shares one
   denominator).
 - ``cheb_frac``: the true Chebyshev value (at the job's preference, equal shares when
-  none) of the recommended arm, over the best on that front (0 for the control).
+  none) of the recommended arm, over the best on that front (0 for the control). The
+  front is a set of points, so files run with another ``--preference`` (or
+  ``--skip-fronts``) are scored on the same front with ``--merge``.
 - ``feasible``: the recommended arm's true violation is 0.
 - ``online_cost_pp``: traffic-weighted true guardrail violation of the arms run.
 
@@ -174,7 +176,10 @@ def score(runs: list[dict], fronts: dict, preference: list[float] | None) -> Non
         denom = hypervolume(everything, ref)
         mine = np.array(r.pop("_signed")).reshape(-1, k)
         r["hv_ratio"] = hypervolume(mine, ref) / denom if denom > 0 else math.nan
-        best = max([front["cheb_best"]] + [chebyshev_value(a["deltas"], problem)
+        shares = problem.preference_shares
+        scale = np.array([1.0 / (k * shares[m]) for m in problem.pareto])
+        front_best = float((np.array(front["values"]).reshape(-1, k) * scale).min(axis=1).max())
+        best = max([front_best] + [chebyshev_value(a["deltas"], problem)
                                            for rr in runs if "error" not in rr
                                            and (rr["world"], rr["seed"]) == (r["world"], r["seed"])
                                            for a in rr["arms"]
@@ -223,8 +228,7 @@ def merge(paths: list[Path], preference: list[float] | None) -> int:
         fronts.update(saved["fronts"])
         for r in saved["runs"]:
             if r.get("preference") != preference:
-                raise SystemExit(f"{path}: a run has preference {r.get('preference')}, "
-                                 f"not {preference}")
+                continue  # scored with its own preference in another merge
             runs.append(r)
             if r["method"] not in order:
                 order.append(r["method"])

@@ -292,17 +292,17 @@ def main(argv: list[str] | None = None) -> int:
             status = r.get("error") or f"{len(r['arms'])} arms, pick {r['final_arm']}"
             print(f"[{i}/{len(tasks)}] {r['method']} {r['world']} seed {r['seed']}: {status} "
                   f"({r['wall_s']:.0f} s)", flush=True)
-    text = ""
-    if not args.skip_fronts:
-        score(runs, fronts, args.preference)
-        text = table(runs, [m.name for m in methods])
-        print(text)
     meta = {"command": " ".join([Path(sys.executable).name, *sys.argv]),
             "machine": _machine(), "hz_ray_sources": _sources(),
             "elapsed_s": time.perf_counter() - t0}
     path = args.out / f"quality-pareto-{args.tag}.json"
-    path.write_text(json.dumps({"meta": meta, "fronts": fronts, "runs": runs,
-                                "table": text}, indent=1, default=str))
+    saved = {"meta": meta, "fronts": fronts, "runs": runs}
+    path.write_text(json.dumps(saved, indent=1, default=str))  # before scoring: keep the runs
+    if not args.skip_fronts:
+        score(runs, fronts, args.preference)
+        saved["table"] = table(runs, [m.name for m in methods])
+        print(saved["table"])
+        path.write_text(json.dumps(saved, indent=1, default=str))
     errors = [r for r in runs if "error" in r]
     print(f"wrote {path}; {len(errors)} errors; {time.perf_counter() - t0:.0f} s")
     return 1 if errors else 0

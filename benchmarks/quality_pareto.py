@@ -131,19 +131,18 @@ def _world_problem_names(world_name: str) -> tuple[str, ...]:
 
 
 def true_front(world_name: str, seed: int, preference: list[float] | None) -> dict:
-    """The world seed's true front: its signed values and the preferred Chebyshev value."""
+    """The world seed's true front: its signed values (any preference is scored on them)."""
     _single_thread()
     from hz_ray.backends import make_world
-    from hz_ray.sim.pareto import preferred_optimum, true_pareto_front
+    from hz_ray.sim.pareto import true_pareto_front
 
     world = make_world(world_name, seed=seed)
     problem = _problem(world, preference)
     fixed = {world.parameter_names[0]: world.base_params[world.parameter_names[0]]} \
         if world.scale_invariant else None
     front = true_pareto_front(world, problem, n_samples=FRONT_SAMPLES, seed=seed, fixed=fixed)
-    _, best = preferred_optimum(front, problem)
-    return {"values": front.values.tolist(), "cheb_best": best,
-            "n_front": len(front.params), "n_feasible": front.n_feasible}
+    return {"values": front.values.tolist(), "n_front": len(front.params),
+            "n_feasible": front.n_feasible}
 
 
 def score(runs: list[dict], fronts: dict, preference: list[float] | None) -> None:
@@ -155,6 +154,7 @@ def score(runs: list[dict], fronts: dict, preference: list[float] | None) -> Non
 
     problems: dict[str, object] = {}
     pooled: dict[tuple, list] = defaultdict(list)
+    best_ran: dict[tuple, float] = defaultdict(lambda: -math.inf)
     for r in runs:
         if "error" in r:
             continue
@@ -165,6 +165,10 @@ def score(runs: list[dict], fronts: dict, preference: list[float] | None) -> Non
                         if problem.violation(a["deltas"]) <= FEASIBLE_TOL]
         r["_problem"] = problem
         pooled[(r["world"], r["seed"])] += r["_signed"]
+        best_ran[(r["world"], r["seed"])] = max(
+            [best_ran[(r["world"], r["seed"])]]
+            + [chebyshev_value(a["deltas"], problem) for a in r["arms"]
+               if problem.violation(a["deltas"]) <= FEASIBLE_TOL])
     for r in runs:
         if "error" in r:
             continue
@@ -179,11 +183,7 @@ def score(runs: list[dict], fronts: dict, preference: list[float] | None) -> Non
         shares = problem.preference_shares
         scale = np.array([1.0 / (k * shares[m]) for m in problem.pareto])
         front_best = float((np.array(front["values"]).reshape(-1, k) * scale).min(axis=1).max())
-        best = max([front_best] + [chebyshev_value(a["deltas"], problem)
-                                           for rr in runs if "error" not in rr
-                                           and (rr["world"], rr["seed"]) == (r["world"], r["seed"])
-                                           for a in rr["arms"]
-                                           if problem.violation(a["deltas"]) <= FEASIBLE_TOL])
+        best = max(front_best, best_ran[(r["world"], r["seed"])])
         d = r["final_deltas"]
         value = 0.0 if d is None else chebyshev_value(d, problem)
         r["feasible"] = d is None or problem.violation(d) <= FEASIBLE_TOL

@@ -43,7 +43,7 @@ PREFERENCE_CONCENTRATION = 40.0
 
 
 def nondominated(values: torch.Tensor) -> torch.Tensor:
-    """Which rows no other row dominates (every objective maximised).
+    """Which rows no other row dominates (every objective maximised; BoTorch's test).
 
     Row ``a`` dominates row ``b`` when ``a >= b`` everywhere and ``a > b`` somewhere;
     exact duplicates do not dominate each other.
@@ -54,11 +54,11 @@ def nondominated(values: torch.Tensor) -> torch.Tensor:
     Returns:
         ``n`` bool mask of the non-dominated rows.
     """
+    from botorch.utils.multi_objective.pareto import is_non_dominated
+
     if values.shape[0] == 0:
         return torch.zeros(0, dtype=torch.bool)
-    geq = (values.unsqueeze(1) >= values.unsqueeze(0)).all(dim=-1)  # a >= b
-    gt = (values.unsqueeze(1) > values.unsqueeze(0)).any(dim=-1)
-    return ~(geq & gt).any(dim=0)
+    return is_non_dominated(values, deduplicate=False)
 
 
 @dataclass(frozen=True, eq=False)

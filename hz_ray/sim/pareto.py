@@ -117,9 +117,6 @@ def hypervolume(points: np.ndarray, ref: Sequence[float] | np.ndarray) -> float:
 
 
 #: The name the brief used: one function for 2-D and n-D.
-hypervolume_2d_or_nd = hypervolume
-
-
 @dataclass(frozen=True, eq=False)
 class ParetoFront:
     """The feasible non-dominated points a dense search found.

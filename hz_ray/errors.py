@@ -38,6 +38,15 @@ class StateError(HzRayError, RuntimeError):
     """A call came out of order or a stored state is incompatible."""
 
 
+class ArmStoppedError(StateError):
+    """The platform refused to launch an arm id it has already stopped.
+
+    Arm ids are single-use: a backend raises this on a launch of a stopped id,
+    so a restarted slot that relaunches the arm its log still calls live learns
+    that the arm's stop reached the platform (see ``ArmBackend.launch``).
+    """
+
+
 class TransientError(HzRayError):
     """A retryable failure (a backend timeout, a busy actor)."""
 

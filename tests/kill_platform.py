@@ -14,7 +14,7 @@ metric, h)`` (and the arm's weights, themselves fixed by ``arm_id``).
 :func:`published` gives the same readings' keys to the test.
 
 A ``launch`` of a live arm is a no-op; a ``launch`` of a stopped arm is refused
-(``ValueError``) and noted in the file (``relaunched_after_stop``); a ``stop``
+(``ArmStoppedError``) and noted in the file (``relaunched_after_stop``); a ``stop``
 of an unknown or stopped arm is a no-op.
 """
 
@@ -31,6 +31,7 @@ from typing import Any
 from filelock import FileLock
 
 from hz_ray.clock import Clock
+from hz_ray.errors import ArmStoppedError
 from hz_ray.records import GroupStats, HourlyReading
 
 METRICS = ("views", "likes")
@@ -111,7 +112,7 @@ class KillPlatform:
             if arm is not None and arm["stop"] is not None:
                 state["relaunched_after_stop"].append([arm_id, self._now()])
                 self._write(state)
-                raise ValueError(f"arm {arm_id!r} was stopped; it cannot be launched again")
+                raise ArmStoppedError(f"arm {arm_id!r} was stopped; it cannot be launched again")
             if arm is None:
                 state["arms"][arm_id] = {
                     "launch": math.floor(self._now() + _EPS), "stop": None,

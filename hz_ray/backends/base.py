@@ -28,7 +28,15 @@ class ArmBackend(Protocol):
     """
 
     def launch(self, arm_id: str, params: Mapping[str, float]) -> None:
-        """Start serving ``params`` to a fresh test group named ``arm_id``."""
+        """Start serving ``params`` to a fresh test group named ``arm_id``.
+
+        Must be a no-op for an arm the platform already serves with these
+        params, and must raise :class:`~hz_ray.errors.ArmStoppedError` for an
+        id the platform has stopped (ids are single-use). A restarted slot
+        launches again the arm its log calls live; the refusal is how it learns
+        that a stop it could not record reached the platform, so the arm is
+        retired instead of being served again.
+        """
         ...
 
     def fetch(self, arm_id: str, since_hour: int) -> Sequence[HourlyReading]:

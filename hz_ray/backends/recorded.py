@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 from hz_ray.clock import Clock
-from hz_ray.errors import InputDataError, StateError, field_error
+from hz_ray.errors import ArmStoppedError, InputDataError, StateError, field_error
 from hz_ray.records import CONTROL_ARM_ID, HourlyReading
 from hz_ray.records import check_arm_id as records_check_arm_id
 
@@ -97,10 +97,14 @@ class RecordedBackend:
         Raises:
             InputDataError: On a bad arm id.
             StateError: When the arm was launched, or recorded, with other params.
+            ArmStoppedError: When the arm was stopped on this backend (ids are single-use).
         """
         check_arm_id(arm_id)
         params = dict(params)
         with self._lock:
+            if arm_id in self._stopped:
+                raise field_error(ArmStoppedError, "arm_id", arm_id, "an arm id not stopped",
+                                  "Arm ids are single-use; this arm was stopped.")
             expected = self._launched.get(arm_id, self._params.get(arm_id))
             if expected is not None and expected != params:
                 raise field_error(StateError, f"params of arm {arm_id!r}", params,

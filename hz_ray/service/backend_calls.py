@@ -19,9 +19,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from tenacity import RetryError, Retrying, stop_after_attempt, wait_exponential_jitter
+from tenacity import (
+    RetryError,
+    Retrying,
+    retry_if_not_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
 
-from hz_ray.errors import ConfigError, TransientError, field_error
+from hz_ray.errors import ArmStoppedError, ConfigError, TransientError, field_error
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -100,11 +106,14 @@ class BackendCaller:
 
         Raises:
             BackendCallError: Every try failed or timed out.
+            ArmStoppedError: The platform refused to launch a stopped arm (a
+                definite answer: not retried).
         """
         p = self.policy
         tries = attempts if attempts is not None else p.attempts
         retrying = Retrying(
             stop=stop_after_attempt(tries),
+            retry=retry_if_not_exception_type(ArmStoppedError),
             wait=wait_exponential_jitter(multiplier=p.initial_backoff_s, max=p.max_backoff_s,
                                          jitter=p.jitter_s),
             sleep=self._sleep, reraise=False)

@@ -28,6 +28,9 @@ STOP_LAUNCH_FAILED = "launch_failed"
 STOP_JOB_END = "job_end"
 STOP_INTERRUPTED = "interrupted"
 STOP_RECONCILED = "reconciled"
+#: A resumed slot found its live arm already stopped on the platform (the stop had
+#: reached the platform, its retirement not the central service).
+STOP_FOUND_STOPPED = "found_stopped"
 
 
 @dataclass(frozen=True)

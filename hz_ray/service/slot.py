@@ -64,7 +64,7 @@ from hz_ray.arm_feed import ArmFeed
 from hz_ray.backends.base import ArmBackend
 from hz_ray.clock import AcceleratedClock, Clock
 from hz_ray.config import ArmsSpec
-from hz_ray.errors import HzRayError, TransientError
+from hz_ray.errors import ArmStoppedError, HzRayError, TransientError
 from hz_ray.kill_points import kill_point
 from hz_ray.lifecycle import stop_reason
 from hz_ray.records import HourlyDelta
@@ -79,6 +79,7 @@ from hz_ray.service.arm_states import (
 from hz_ray.service.backend_calls import BackendCaller, BackendCallError, CallPolicy
 from hz_ray.service.messages import (
     STOP_BACKEND_ERROR,
+    STOP_FOUND_STOPPED,
     STOP_INTERRUPTED,
     STOP_LAUNCH_FAILED,
     FeedRejectionRecord,
@@ -317,6 +318,16 @@ class ArmSlotRunner:
             try:  # backends treat a repeated launch of a live arm as a no-op
                 self.calls.call("launch", arm.arm_id,
                                 lambda: self.backend.launch(arm.arm_id, arm.params))
+            except ArmStoppedError:
+                # Its stop reached the platform, its retirement never reached the
+                # central service: retire it now, and keep polling it for late data.
+                logger.warning("Slot %d: arm %s, live in the log, was already stopped on the "
+                               "platform; retiring it", self.slot, arm.arm_id)
+                self.stats.found_stopped += 1
+                self.current = arm
+                self.stats.arms.append((arm.arm_id, arm.launched_hour, None, None))
+                self._begin_stop(arm, hour, STOP_FOUND_STOPPED)
+                return
             except BackendCallError as exc:
                 logger.warning("Slot %d: relaunch of %s on resume failed: %s", self.slot,
                                arm.arm_id, exc)
@@ -483,7 +494,7 @@ class ArmSlotRunner:
         try:
             self.calls.call("launch", arm.arm_id,
                             lambda: self.backend.launch(arm.arm_id, arm.params))
-        except BackendCallError as exc:
+        except (BackendCallError, ArmStoppedError) as exc:
             arm.launched = False
             self._outbox.append(("state", arm, LAUNCH_FAILED, hour, str(exc)[:500]))
             self._begin_stop(arm, hour, STOP_LAUNCH_FAILED)  # it may be half-launched

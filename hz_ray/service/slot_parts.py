@@ -7,7 +7,7 @@ This module imports no torch.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from hz_ray.arm_feed import ArmFeed
@@ -125,6 +125,8 @@ class WorkerStats:
         stop_failures: Stop calls that failed on every try (retried later).
         final_fetch_failures: Arms whose fetch still failed when the job ended
             (after the end's retries): readings they published may be unfetched.
+        found_stopped: Arms live in the log that the platform, on resume,
+            refused to launch again because it had stopped them (retired then).
     """
 
     slot: int
@@ -144,15 +146,13 @@ class WorkerStats:
     backend_errors: int = 0
     stop_failures: int = 0
     final_fetch_failures: int = 0
+    found_stopped: int = 0
 
     def copy(self) -> WorkerStats:
         """A copy safe to hand to another thread."""
-        return WorkerStats(self.slot, self.pid, self.node_id, self.resumed, self.torch_imported,
-                           list(self.arms), list(self.cycle_s), list(self.relaunch_s),
-                           list(self.sample_s), list(self.report_s), list(self.tick_lag_s),
-                           self.reports, self.deltas_reported, self.port_retries,
-                           self.backend_errors, self.stop_failures,
-                           self.final_fetch_failures)
+        return replace(self, arms=list(self.arms), cycle_s=list(self.cycle_s),
+                       relaunch_s=list(self.relaunch_s), sample_s=list(self.sample_s),
+                       report_s=list(self.report_s), tick_lag_s=list(self.tick_lag_s))
 
 
 @dataclass

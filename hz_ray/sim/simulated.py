@@ -30,7 +30,7 @@ import numpy as np
 
 from hz_ray.backends.recorded import Publication, check_arm_id, check_since_hour
 from hz_ray.clock import Clock
-from hz_ray.errors import ConfigError, InputDataError, StateError, field_error
+from hz_ray.errors import ArmStoppedError, ConfigError, InputDataError, StateError, field_error
 from hz_ray.records import CONTROL_ARM_ID, GroupStats, HourlyReading, arm_key_in_job
 from hz_ray.sim.realism import (
     TAG_ARM,
@@ -157,7 +157,8 @@ class SimulatedBackend:
 
         Raises:
             InputDataError: On a bad arm id or bad params (naming the field).
-            StateError: When ``arm_id`` exists with other params, or was stopped.
+            ArmStoppedError: When ``arm_id`` was stopped.
+            StateError: When ``arm_id`` exists with other params.
         """
         check_arm_id(arm_id)
         x = self.world.validate_params(params)
@@ -167,6 +168,9 @@ class SimulatedBackend:
             if old is not None:
                 if old.params == clean and old.stop_time is None:
                     return
+                if old.stop_time is not None:
+                    raise field_error(ArmStoppedError, "arm_id", arm_id, "an arm id not stopped",
+                                      "Arm ids are single-use; the platform stopped this arm.")
                 raise field_error(StateError, "arm_id", arm_id, "a new arm id",
                                   "Arm ids are single-use; launch a new id for new params.")
             now = self.clock.now_hours()

@@ -10,7 +10,7 @@ import pytest
 from hz_ray.backends import SimulatedBackend, make_world
 from hz_ray.clock import SimClock
 from hz_ray.config import config_from_mapping
-from hz_ray.errors import ConfigError, StateError
+from hz_ray.errors import ArmStoppedError, ConfigError, StateError
 from hz_ray.local import run_local
 from hz_ray.records import arm_id_for
 from hz_ray.service.arm_states import can_move
@@ -145,6 +145,20 @@ def test_errors_are_retried_with_backoff_then_reported():
     assert caller.call("stop", "x", flaky) == "ok" and errors == [1, 2]
     with pytest.raises(BackendCallError, match="failed 3 time"):
         caller.call("stop", "x", lambda: 1 / 0)
+
+
+def test_a_refused_launch_of_a_stopped_arm_is_a_definite_answer_not_retried():
+    calls = []
+    caller = BackendCaller(CallPolicy(timeout_s=1.0, attempts=4, initial_backoff_s=0.0,
+                                      max_backoff_s=0.0, jitter_s=0.0), time.sleep)
+
+    def refuse():
+        calls.append(1)
+        raise ArmStoppedError("arm 'a' was stopped", "ids are single-use")
+
+    with pytest.raises(ArmStoppedError):
+        caller.call("launch", "a", refuse)
+    assert len(calls) == 1
 
 
 # ------------------------------------------------------------------- the slot, in a job

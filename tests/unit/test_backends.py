@@ -17,7 +17,7 @@ from hz_ray.backends import (
     SmoothWorld,
 )
 from hz_ray.clock import SimClock
-from hz_ray.errors import ConfigError, InputDataError, StateError
+from hz_ray.errors import ArmStoppedError, ConfigError, InputDataError, StateError
 
 BASE = {"w_click": 1.0, "w_like": 1.0, "w_share": 1.0, "w_watch": 1.0}
 ARM = {"w_click": 1.8, "w_like": 0.8, "w_share": 0.6, "w_watch": 1.2}
@@ -366,7 +366,7 @@ def test_relaunch_is_idempotent_but_conflicts_raise():
     with pytest.raises(StateError, match="arm_id"):
         backend.launch("a", BASE)
     backend.stop("a")
-    with pytest.raises(StateError):
+    with pytest.raises(ArmStoppedError, match="arm_id"):
         backend.launch("a", ARM)
 
 

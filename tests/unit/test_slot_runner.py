@@ -15,7 +15,7 @@ from hz_ray.clock import AcceleratedClock
 from hz_ray.records import arm_id_for
 from hz_ray.service.posterior import PosteriorService
 from hz_ray.service.slot import ArmSlotRunner, RunnerSettings
-from hz_ray.testing import FlakyBackend
+from hz_ray.testing import FlakyBackend, wait_for
 from tests.support import canonical_publications, two_metric_config, with_arm_ids
 
 JOB = "runner-0001"
@@ -283,3 +283,54 @@ def test_a_failed_last_poll_of_a_stopped_arm_is_tried_again_after_its_window(tmp
         assert first not in {a.arm_id for a in runner.draining}  # and then it was dropped
     finally:
         service.close()
+
+
+class _UnreachableAfterRetire:
+    """The central service as a slot sees it: it goes dark at the first ``retire``."""
+
+    def __init__(self, service: PosteriorService) -> None:
+        self.service = service
+        self.down = False
+
+    def __getattr__(self, name: str):
+        call = getattr(self.service, name)
+
+        def guarded(*args, **kwargs):
+            if name == "retire":
+                self.down = True
+            if self.down:
+                raise ConnectionError("the central service cannot be reached")
+            return call(*args, **kwargs)
+        return guarded
+
+
+def test_a_stop_whose_retirement_was_lost_is_not_served_again_on_resume(setup):
+    """Reported by the soak: the stop reached the platform, the retirement not the log.
+
+    The worker then died; its successor read the arm as live and launched it again
+    (the platform refused; one that accepts relaunches would have served it again).
+    The platform's refusal (ArmStoppedError) now retires the arm instead.
+    """
+    config, service, clock, recorded = setup
+    port = _UnreachableAfterRetire(service)
+    before = FlakyBackend(recorded, {})
+    first = ArmSlotRunner(0, port, before, clock, config.arms, config.metrics, FAST)
+    thread = threading.Thread(target=first.run, args=(12,))
+    thread.start()
+    assert wait_for(lambda: ("stop", aid(0)) in before.calls, 30)
+    time.sleep(0.05)  # let the stop call return
+    first.request_stop()  # the worker dies before the central service is back
+    thread.join()
+    assert port.down and ("stop", aid(0)) in before.calls  # the stop reached the platform
+    record = service.slot_state(0).arms[0]
+    assert record.arm_id == aid(0) and record.live         # ... and the log still says live
+    after = FlakyBackend(recorded, {})
+    second = ArmSlotRunner(0, service, after, clock, config.arms, config.metrics, FAST)
+    stats = second.run(8)
+    assert stats.resumed and stats.found_stopped == 1
+    state = service.slot_state(0)
+    assert state.arms[0].stop_reason == "found_stopped" and not state.arms[0].live
+    assert state.arms[0].settled
+    launched = [arm for what, arm in after.calls if what == "launch"]
+    assert launched[:1] == [aid(0)] and aid(0) not in launched[1:]  # one refused launch
+    assert [a.arm_id for a in state.arms][:2] == [aid(0), aid(1)]

@@ -62,6 +62,15 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.quality_certify import (  # noqa: E402 - after the path set-up
+    CALIBRATION_HOURS,
+    attach_yardsticks,
+    calibration_rows,
+    calibration_table,
+    fill_yardsticks,
+    pick_posterior,
+)
+
 FEASIBLE_TOL = 1e-9
 DEFAULT_OUT = ROOT / "benchmarks" / "out"
 
@@ -167,11 +176,36 @@ def _merge(a: dict, b: dict) -> dict:
 REALISM = {"paper": "paper"}  # world -> RealismConfig preset; others use the default
 
 
-def _realism(world_name: str):
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """How the simulated platform behaves, beside the world: traffic, delays, realism.
+
+    Attributes:
+        name: ``default`` or ``realistic``.
+        traffic: Users per group-hour when ``--traffic`` is not given.
+        reporting_delay_hours: The backend's delay, unless a method sets its own.
+        realistic: Add :meth:`RealismConfig.realistic`'s effects to the world's realism.
+    """
+
+    name: str
+    traffic: int
+    reporting_delay_hours: float = 0.0
+    realistic: bool = False
+
+
+#: ``default``: the world's realism, no delay, 20,000 users. ``realistic``: issue 15's
+#: held-out setting (50,000 users, 3-5 h delays, stragglers, duplicates, out-of-order
+#: hours, a 2-hour ramp, daily and weekly cycles).
+SETTINGS = {"default": Setting("default", 20_000),
+            "realistic": Setting("realistic", 50_000, 3.0, True)}
+
+
+def _realism(world_name: str, setting: str = "default"):
     from hz_ray.backends import RealismConfig
 
     preset = REALISM.get(world_name)
-    return RealismConfig.paper() if preset == "paper" else RealismConfig()
+    base = RealismConfig.paper() if preset == "paper" else RealismConfig()
+    return RealismConfig.realistic(base) if SETTINGS[setting].realistic else base
 
 
 def arm_hours_for(hours: int) -> tuple[int, int]:
@@ -447,7 +481,7 @@ def run_one(task: dict) -> dict:
 
 
 def make_run(method: Method, world_name: str, seed: int, slots: int,
-             arm_hours: tuple[int, int], traffic: int):
+             arm_hours: tuple[int, int], traffic: int, setting: str = "default"):
     """``(world, config, clock, backend)`` of one run, the backend shaped by the method.
 
     Args:
@@ -457,6 +491,7 @@ def make_run(method: Method, world_name: str, seed: int, slots: int,
         slots: Live arms at once.
         arm_hours: The arms' ``(min_hours, max_hours)``.
         traffic: Users per group-hour, unless the method sets ``traffic_per_arm``.
+        setting: A key of :data:`SETTINGS` (realism and reporting delay).
     """
     from hz_ray.backends import SimulatedBackend, make_world
     from hz_ray.clock import SimClock
@@ -465,8 +500,9 @@ def make_run(method: Method, world_name: str, seed: int, slots: int,
     config = build_config(world, method, seed, slots, arm_hours)
     clock = SimClock()
     backend = SimulatedBackend(
-        world, clock, seed=seed, realism=_realism(world_name),
-        reporting_delay_hours=method.backend.get("reporting_delay_hours", 0),
+        world, clock, seed=seed, realism=_realism(world_name, setting),
+        reporting_delay_hours=method.backend.get("reporting_delay_hours",
+                                                 SETTINGS[setting].reporting_delay_hours),
         traffic_per_arm=int(method.backend.get("traffic_per_arm", traffic)))
     if method.backend.get("raw_means"):
         from benchmarks.baselines.raw_means import RawMeansBackend
@@ -486,7 +522,8 @@ def _run_one(task: dict) -> dict:
     seed, hours = task["seed"], task["hours"]
     world, config, clock, backend = make_run(method, task["world"], seed, task["slots"],
                                              tuple(task["arm_hours"]),
-                                             task.get("traffic", 20_000))
+                                             task.get("traffic", 20_000),
+                                             task.get("setting", "default"))
     problem = world.default_problem
     instances: list = []
     factory = None
@@ -531,10 +568,13 @@ def _run_one(task: dict) -> dict:
                 readouts[rule] = tr
         extras["readouts"] = readouts
 
-    trace = []
+    trace, calibration = [], []
     for hour, rec in result.recommendations:
         g, v = (0.0, 0.0) if rec.is_control else score(rec.params)
         trace.append([hour, round(g, 6), round(v, 6), rec.arm_id])
+        if hour + 1 in CALIBRATION_HOURS and not rec.is_control:
+            calibration.append(pick_posterior(hour + 1, rec, world.true_deltas(rec.params),
+                                              problem))
     final = result.recommendation
     gain, viol = (0.0, 0.0) if final.is_control else score(final.params)
     first = next((h for h, g, v, _ in trace if g > 0 and v <= 100 * FEASIBLE_TOL), None)
@@ -566,7 +606,8 @@ def _run_one(task: dict) -> dict:
     return {
         "method": method.name, "world": task["world"], "seed": seed, "hours": hours,
         "slots": task["slots"], "arm_hours": list(task["arm_hours"]),
-        "traffic": task.get("traffic", 20_000),
+        "traffic": task.get("traffic", 20_000), "setting": task.get("setting", "default"),
+        "calibration": calibration,
         "gain_pct": gain, "violation_pp": viol, "feasible": viol <= 100 * FEASIBLE_TOL,
         "final_arm": final.arm_id, "final_params": dict(final.params),
         "final_posterior": {"gain_mean_pct": 100 * final.objective_mean,
@@ -638,17 +679,23 @@ def summarize(runs: list[dict]) -> list[dict]:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in runs:
         if "error" not in r:
-            groups[(r["world"], r["hours"], r["method"])].append(r)
+            groups[(r["world"], r["hours"], r.get("setting", "default"), r.get("traffic"),
+                    r["method"])].append(r)
     out = []
-    for (world, hours, method), rs in groups.items():
+    for (world, hours, setting, traffic, method), rs in groups.items():
         firsts = [r["first_feasible_hour"] for r in rs]
         found = [f for f in firsts if f is not None]
         row = {
-            "world": world, "hours": hours, "method": method, "seeds": len(rs),
+            "world": world, "hours": hours, "setting": setting, "traffic": traffic,
+            "method": method, "seeds": len(rs),
             "gain_pct": _stats([r["gain_pct"] for r in rs]),
             "violation_pp": _stats([r["violation_pp"] for r in rs]),
             "feasible_frac": sum(r["feasible"] for r in rs) / len(rs),
             "frac_opt": _stats([r.get("frac_opt") for r in rs]),
+            "frac_yardstick": _stats([r.get("frac_yardstick") for r in rs]),
+            "yardstick_frac_opt": _stats([r["yardstick_pct"] / r["optimum_pct"] for r in rs
+                                          if r.get("yardstick_pct") is not None
+                                          and r.get("optimum_pct")]),
             "regret_pp": _stats([r.get("regret_pp") for r in rs]),
             "first_feasible_hour": _stats(found),
             "first_feasible_found_frac": len(found) / len(rs),
@@ -683,22 +730,31 @@ def table(summary: list[dict], order: list[str]) -> str:
     """The paper-style markdown table, one block per (world, horizon)."""
     lines = []
     rank = {m: i for i, m in enumerate(order)}
-    scenarios = sorted({(r["world"], r["hours"]) for r in summary})
-    for world, hours in scenarios:
-        rows = sorted((r for r in summary if (r["world"], r["hours"]) == (world, hours)),
+    def scenario(r: dict) -> tuple:
+        return r["world"], r["hours"], r.get("setting", "default"), r.get("traffic") or 0
+
+    for key in sorted({scenario(r) for r in summary}):
+        world, hours, setting, traffic = key
+        rows = sorted((r for r in summary if scenario(r) == key),
                       key=lambda r: rank.get(r["method"], 999))
-        lines.append(f"\n### {world}, {hours} h\n")
+        lines.append(f"\n### {world}, {hours} h, {setting} setting, {traffic:,} users per "
+                     f"group-hour\n")
+        ys = [r["yardstick_frac_opt"] for r in rows if r.get("yardstick_frac_opt", {}).get("n")]
+        if ys:
+            lines.append(f"Yardstick (what the traffic can certify): median "
+                         f"{_pct(ys[0])} of the optimum.\n")
         lines.append("| method | seeds | gain % mean ± sd (se) | median | % of opt (median) "
-                     "| violation pp mean ± sd (se) | feasible | first feasible lift h "
-                     "(median; <= 48 h) | regret pp | online violation pp | best ran % opt "
-                     "| wall s (median) | CPU s (median) |")
-        lines.append("|" + "---|" * 13)
+                     "| % of yardstick (median) | violation pp mean ± sd (se) | feasible "
+                     "| first feasible lift h (median; <= 48 h) | regret pp "
+                     "| online violation pp | best ran % opt | wall s (median) | CPU s (median) |")
+        lines.append("|" + "---|" * 14)
         for r in rows:
             ff = r["first_feasible_hour_median_all"]
             first = "never" if math.isinf(ff) else f"{ff:.0f}"
             lines.append(
                 f"| {r['method']} | {r['seeds']} | {_fmt(r['gain_pct'])} "
                 f"| {r['gain_pct']['median']:.3f} | {_pct(r['frac_opt'])} "
+                f"| {_pct(r.get('frac_yardstick'))} "
                 f"| {_fmt(r['violation_pp'], 4)} | {100 * r['feasible_frac']:.0f}% "
                 f"| {first}; {100 * r['first_feasible_within_48h_frac']:.0f}% "
                 f"| {_fmt(r['regret_pp'], 3, se=False)} "
@@ -790,9 +846,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="explicit seeds (overrides --seeds)")
     parser.add_argument("--hours", type=int, nargs="+", default=[72])
     parser.add_argument("--slots", type=int, default=8)
-    parser.add_argument("--traffic", type=int, default=20_000,
-                        help="users per group-hour (test groups and control alike); a "
-                             "method's backend.traffic_per_arm overrides it")
+    parser.add_argument("--traffic", type=int, default=None,
+                        help="users per group-hour (test groups and control alike; default: "
+                             "the setting's); a method's backend.traffic_per_arm overrides it")
+    parser.add_argument("--setting", choices=sorted(SETTINGS), default="default",
+                        help="the platform's behaviour: default (the world's realism, no "
+                             "delay, 20,000 users) or realistic (issue 15: 50,000 users, "
+                             "3-5 h delays, stragglers, duplicates, out-of-order hours, ramp)")
+    parser.add_argument("--no-yardstick", action="store_true",
+                        help="do not compute the certifiable-gain yardstick of each scenario")
     parser.add_argument("--arm-hours", type=int, nargs=2, default=None, metavar=("MIN", "MAX"),
                         help="arm min_hours and max_hours (default: 2 24 from 48 h, else 3 8)")
     parser.add_argument("--workers", type=int, default=2)
@@ -821,6 +883,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="print one saved run's arms (launch, stop, reason, hours of "
                              "data, true gain and violation), no runs")
     args = parser.parse_args(argv)
+    if args.traffic is None:
+        args.traffic = SETTINGS[args.setting].traffic
     if args.merge:
         return merge(args)
     if args.paired:
@@ -884,6 +948,7 @@ def main(argv: list[str] | None = None) -> int:
             return _information_limits(pool, args, seeds, optima)
         tasks = [{"method": m.name, "method_spec": dataclasses.asdict(m), "world": w,
                   "seed": s, "hours": h, "slots": args.slots, "traffic": args.traffic,
+                  "setting": args.setting,
                   "arm_hours": list(args.arm_hours or arm_hours_for(h))}
                  for h in args.hours for w in args.worlds for s in seeds for m in methods]
         print(f"{len(tasks)} runs on {args.workers} workers ...", flush=True)
@@ -900,20 +965,25 @@ def main(argv: list[str] | None = None) -> int:
                       f"seed {r['seed']:2d}: gain {r['gain_pct']:6.3f}% viol "
                       f"{r['violation_pp']:.4f}pp first {r['first_feasible_hour']} "
                       f"wall {r['wall_s']:.1f}s cpu {r['cpu_s']:.1f}s", flush=True)
+        _write_runs(args.out / f"quality-{tag}.partial.json", runs)
+        yardsticks = {} if args.no_yardstick else fill_yardsticks(
+            runs, optima, args.out / "yardsticks.json", information_limit, pool.submit)
     runs += expand_readouts(runs)
     attach_optima(runs, optima)
+    attach_yardsticks(runs, yardsticks)
     runs.sort(key=lambda r: (r["world"], r["hours"], r["method"], r["seed"]))
     summary = summarize(runs)
     order = [m.name for m in methods]
     order += sorted({r["method"] for r in runs if "readout_of" in r})
     text = table(summary, order)
     print(text)
+    print(calibration_table(calibration_rows(runs)))
     if args.per_seed is not None:
         print(per_seed(runs, args.per_seed))
     meta = {"command": " ".join([Path(sys.executable).name, *sys.argv]),
             "argv": argv if argv is not None else sys.argv[1:], "seeds": seeds,
             "hours": args.hours, "slots": args.slots, "workers": args.workers,
-            "traffic": args.traffic,
+            "traffic": args.traffic, "setting": args.setting,
             "methods": {m.name: dataclasses.asdict(m) for m in methods},
             "machine": _machine(), "hz_ray_sources": _sources(),
             "elapsed_s": time.perf_counter() - t_start}
@@ -929,6 +999,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nwrote {json_path} and {png_path}; {len(errors)} errors; "
           f"{time.perf_counter() - t_start:.0f} s")
     return 1 if errors else 0
+
+
+def _write_runs(path: Path, runs: list[dict]) -> None:
+    """Save the raw runs before scoring them (a scoring crash must not lose them)."""
+    path.write_text(json.dumps({"runs": runs}, default=str))
 
 
 def per_seed(runs: list[dict], methods: list[str] | None) -> str:
@@ -1025,12 +1100,16 @@ def merge(args) -> int:
         optima.update(data.get("optima", {}))
         order += [m for m in data["meta"]["methods"] if m not in order]
     optima.update(load_optima(args.optima or args.out / "optima.json"))
+    if not args.no_yardstick:
+        attach_yardsticks(runs, fill_yardsticks(runs, optima, args.out / "yardsticks.json",
+                                                information_limit))
     runs += expand_readouts(runs)
     attach_optima(runs, optima)
     runs.sort(key=lambda r: (r["world"], r["hours"], r["method"], r["seed"]))
     order += sorted({r["method"] for r in runs if "readout_of" in r})
     summary = summarize(runs)
     print(table(summary, order))
+    print(calibration_table(calibration_rows(runs)))
     if args.per_seed is not None:
         print(per_seed(runs, args.per_seed))
     if args.tag:

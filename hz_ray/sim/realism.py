@@ -149,6 +149,22 @@ class RealismConfig:
         return cls(weekly_amplitude=0.0, traffic_weekly_amplitude=0.0)
 
     @classmethod
+    def realistic(cls, base: RealismConfig | None = None) -> RealismConfig:
+        """A live platform as issue 15 measured it, on top of ``base`` (default: defaults).
+
+        Daily and weekly cycles, shocks and noise (as ``base`` has them), a
+        2-hour activation ramp, 5% of hours published 1-2 h late (out of
+        order), 3% published twice, and 15% straggler arms whose every hour
+        comes 12 h late. With a 3-hour reporting delay of the backend, hours
+        arrive 3-5 h after they end.
+        """
+        from dataclasses import replace
+
+        return replace(base or cls(), ramp_hours=2.0, late_fraction=0.05, late_max_hours=2,
+                       duplicate_fraction=0.03, straggler_fraction=0.15,
+                       straggler_delay_hours=12)
+
+    @classmethod
     def harsh(cls) -> RealismConfig:
         """Every effect on: ramp, late, duplicated, straggling data and novelty."""
         return cls(metric_noise_correlation=0.3, activation_delay_hours=1.0, ramp_hours=3.0,

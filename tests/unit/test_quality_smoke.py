@@ -43,6 +43,9 @@ def test_quality_smoke_runs_and_scores(tmp_path):
             assert r["gain_pct"] <= r["optimum_pct"] + 1e-9
             assert math.isclose(r["regret_pp"], r["optimum_pct"] - r["gain_pct"])
         assert r["best_ran_pct"] <= r["optimum_pct"] + 1e-9
+        # What the traffic can certify is at most the optimum (and never negative).
+        assert 0 <= r["yardstick_pct"] <= r["optimum_pct"] + 1e-9
+        assert r["calibration"] == []  # an 8-hour job reaches no calibration hour
     for row in data["summary"]:
         assert row["seeds"] == 1
         assert {"mean", "std", "se", "median"} <= set(row["gain_pct"])

@@ -443,6 +443,11 @@ class OptimizerSpec:
             P(feasible) >= ``feasibility_threshold``. Thompson picks sit on the
             guardrail boundary, where no arm can be certified; running this
             point gives the readout an arm it can recommend. 0 disables.
+        ramp_hours: Hours at the start of each arm, from its launch hour, left
+            out of its estimates (they stay in the log): a platform that ramps an
+            arm's exposure, or a treatment whose effect builds up, shows a diluted
+            delta in those hours, which biases the arm's estimate, and the
+            readout's interval, toward zero. 0 keeps every hour.
     """
 
     seed: int = 0
@@ -464,6 +469,7 @@ class OptimizerSpec:
     picks_beat_control: bool = True
     shared_control_noise: bool = True
     certify_share: float = 0.25
+    ramp_hours: int = 0
 
     def validate(self, where: str) -> None:
         """Raise ConfigError unless the spec is well-formed."""
@@ -473,7 +479,8 @@ class OptimizerSpec:
                              ("proposals", 1, 1_000_000), ("proposal_draws", 1, 10_000),
                              ("proposal_features", 2, 100_000),
                              ("max_proposals_added", 1, 1000), ("refit_min_new_points", 1, 10**6),
-                             ("recommend_min_hours", 1, MAX_HOURS)):
+                             ("recommend_min_hours", 1, MAX_HOURS),
+                             ("ramp_hours", 0, MAX_HOURS)):
             value = getattr(self, attr)
             _require(_is_int(value) and lo <= value <= hi, f"{where}.{attr}", value,
                      f"an integer in [{lo}, {hi}]")

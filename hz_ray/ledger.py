@@ -115,13 +115,20 @@ class Ledger:
             > 0 (see :meth:`hz_ray.delta.DeltaSummary.estimate`).
         min_hours_for_spread: Hours from which the across-hour spread bounds the
             variance from below, >= 2.
+        ramp_hours: The first hours of each arm, counted from its registration
+            hour (or its first hour of data when it has none), that its estimates
+            leave out: hours in which its effect is still growing, whose deltas
+            would pull the estimate toward zero. They stay in the ledger (and in
+            :meth:`deltas` and :meth:`hours_observed`). 0 keeps every hour.
 
     Raises:
-        ConfigError: A bad metric list, ``var_floor`` or ``min_hours_for_spread``.
+        ConfigError: A bad metric list, ``var_floor``, ``min_hours_for_spread`` or
+            ``ramp_hours``.
     """
 
     def __init__(
-        self, metrics: Sequence[str], var_floor: float, min_hours_for_spread: int = 3
+        self, metrics: Sequence[str], var_floor: float, min_hours_for_spread: int = 3,
+        ramp_hours: int = 0,
     ) -> None:
         self._metrics = _check_metrics(metrics)
         self._var_floor = _check_positive_floor(var_floor)
@@ -133,6 +140,10 @@ class Ledger:
             raise field_error(
                 ConfigError, "min_hours_for_spread", min_hours_for_spread, "an integer >= 2")
         self._min_hours = min_hours_for_spread
+        if isinstance(ramp_hours, bool) or not isinstance(ramp_hours, int) or ramp_hours < 0:
+            raise field_error(ConfigError, "ramp_hours", ramp_hours, "an integer >= 0",
+                              "0 keeps every hour of each arm in its estimate.")
+        self._ramp_hours = ramp_hours
         self._arms: dict[str, ArmInfo] = {}
         # arm_id -> metric -> hour -> delta
         self._records: dict[str, dict[str, dict[int, HourlyDelta]]] = {}
@@ -312,7 +323,7 @@ class Ledger:
         cached = self._cache.get(key)
         if cached is not None:
             return cached
-        series = self.deltas(arm_id, metric)
+        series = self._estimated_deltas(arm_id, metric)
         if not series:
             return None
         result = aggregate(series, self._var_floor, self._min_hours)
@@ -340,7 +351,7 @@ class Ledger:
         key = (arm_id, metric)
         if key in self._loadings_cache:
             return self._loadings_cache[key]
-        series = self.deltas(arm_id, metric)
+        series = self._estimated_deltas(arm_id, metric)
         loads = None
         if series and all(d.control_var is not None for d in series):
             total = float(sum(d.n for d in series))
@@ -348,8 +359,18 @@ class Ledger:
         self._loadings_cache[key] = loads
         return loads
 
+    def _estimated_deltas(self, arm_id: str, metric: str) -> tuple[HourlyDelta, ...]:
+        """The deltas an estimate uses: those after the arm's first ``ramp_hours`` hours."""
+        series = self.deltas(arm_id, metric)
+        if self._ramp_hours == 0 or not series:
+            return series
+        start = self._arms[arm_id].registered_hour
+        if start is None:
+            start = series[0].hour
+        return tuple(d for d in series if d.hour >= start + self._ramp_hours)
+
     def estimates(self, arm_id: str) -> dict[str, ArmEstimate]:
-        """Estimates of every metric with data for one arm, in metric order."""
+        """Estimates of every metric with data (past the ramp) for one arm, in metric order."""
         out: dict[str, ArmEstimate] = {}
         for metric in self._metrics:
             est = self.estimate(arm_id, metric)
@@ -399,6 +420,7 @@ class Ledger:
             "metrics": list(self._metrics),
             "var_floor": self._var_floor,
             "min_hours_for_spread": self._min_hours,
+            "ramp_hours": self._ramp_hours,
             "version": self._version,
             "arms": [
                 {
@@ -427,7 +449,8 @@ class Ledger:
             )
         try:
             ledger = cls(
-                state["metrics"], state["var_floor"], state.get("min_hours_for_spread", 3))
+                state["metrics"], state["var_floor"], state.get("min_hours_for_spread", 3),
+                state.get("ramp_hours", 0))
             for arm in state["arms"]:
                 ledger.register_arm(arm["arm_id"], arm["params"], arm["registered_hour"])
                 if arm["retired_reason"] is not None:

@@ -87,6 +87,8 @@ def test_loaders_importable_from_both_modules():
         (lambda r: r["optimizer"].update(proposal_probability=1.5),
          "optimizer.proposal_probability", "in [0, 1]"),
         (lambda r: r["optimizer"].update(hold_fixed="w_nope"), "optimizer.hold_fixed", "one of"),
+        (lambda r: r["optimizer"].update(ramp_hours=-1), "optimizer.ramp_hours", "an integer in"),
+        (lambda r: r["optimizer"].update(ramp_hours=2.5), "optimizer.ramp_hours", "an integer in"),
         (lambda r: r["optimizer"].update(refine_proposals="yes"), "optimizer.refine_proposals",
          "true or false"),
         (lambda r: r["optimizer"].update(shared_control_noise=1),

@@ -296,7 +296,9 @@ def test_a_config_with_a_forever_hang_runs(tmp_path):
 # ----------------------------------------------------------- child processes
 def _child(args, out_dir, name):
     out, err = open(out_dir / f"{name}.out", "w"), open(out_dir / f"{name}.err", "w")  # noqa: SIM115
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # faulthandler: a child still running at the deadline is sent SIGABRT first, so its
+    # stderr shows where every thread was.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "hz_ray.cli", *map(str, args)], cwd=REPO,
                             stdout=out, stderr=err, env=env)
     return proc, out, err
@@ -333,8 +335,12 @@ class Child:
 
     def finish(self):
         if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+            self.proc.send_signal(signal.SIGABRT)  # faulthandler dumps the stacks
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
         self._out.close()
         self._err.close()
         self.rc = self.proc.returncode

@@ -466,3 +466,44 @@ def test_control_loadings_hand_example():
     ledger.ingest([HourlyDelta("a", "views", 2, 0.0, 4e-4, 100, control_var=1e-4)])
     assert ledger.control_loadings("a", "views") == pytest.approx(
         {0: 0.2 * 1e-2, 1: 0.6 * 2e-2, 2: 0.2 * 1e-2})
+
+
+# ------------------------------------------------------------------ ramp hours
+def test_ramp_hours_leave_an_arms_first_hours_out_of_its_estimate_not_out_of_the_ledger():
+    # An effect that ramps 0.25 -> 0.75 -> full over the arm's first two hours: the
+    # full-data mean is diluted; leaving the ramp out recovers the full effect exactly.
+    full, n = 0.02, 1000
+    series = [d("a", "views", 5 + h, mean=full * f, n=n)
+              for h, f in enumerate([0.25, 0.75, 1, 1, 1, 1])]
+    kept = Ledger(METRICS, var_floor=FLOOR)
+    ramped = Ledger(METRICS, var_floor=FLOOR, ramp_hours=2)
+    for ledger in (kept, ramped):
+        ledger.register_arm("a", {"w_click": 1.0}, hour=5)
+        ledger.ingest(series)
+    assert kept.estimate("a", "views").mean == pytest.approx(full * 5 / 6)  # (0.25+0.75+4)/6
+    assert ramped.estimate("a", "views").mean == pytest.approx(full)
+    # the ramp hours stay: the ledger's records, hours and loadings' hours
+    assert len(ramped.deltas("a", "views")) == 6 and ramped.hours_observed("a") == 6
+    assert ramped.estimate("a", "views").n == 4 * n
+
+
+def test_ramp_hours_count_from_the_first_hour_of_data_without_a_registration_hour():
+    ledger = Ledger(METRICS, var_floor=FLOOR, ramp_hours=1)
+    ledger.register_arm("a", {"w_click": 1.0})
+    ledger.ingest([d("a", "views", 9, mean=0.0)])
+    assert ledger.estimate("a", "views") is None  # only ramp data so far
+    assert ledger.estimates("a") == {}
+    ledger.ingest([d("a", "views", 10, mean=0.03)])
+    assert ledger.estimate("a", "views").mean == pytest.approx(0.03)
+
+
+def test_ramp_hours_survive_the_state_round_trip_and_reject_bad_values():
+    ledger = Ledger(METRICS, var_floor=FLOOR, ramp_hours=2)
+    ledger.register_arm("a", {"w_click": 1.0}, hour=0)
+    ledger.ingest([d("a", "views", h, mean=0.01 * h) for h in range(4)])
+    again = Ledger.from_state_dict(json.loads(json.dumps(ledger.state_dict())))
+    assert again.estimate("a", "views").mean == pytest.approx(ledger.estimate("a", "views").mean)
+    assert again.estimate("a", "views").mean == pytest.approx(0.025)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ConfigError, match="ramp_hours"):
+            Ledger(METRICS, var_floor=FLOOR, ramp_hours=bad)

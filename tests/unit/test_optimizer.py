@@ -313,3 +313,17 @@ def test_certify_share_reserves_launches_for_the_certifiable_optimum(small_confi
     feed(plain, arms, range(12), sd=0.002)
     plain.refresh(force_refit=True)
     assert "certify" not in plain.plan().sources
+
+
+def test_ramp_hours_reach_the_ledger_and_survive_the_state_round_trip():
+    raw = small_config_mapping()
+    raw["optimizer"]["ramp_hours"] = 2
+    opt = Optimizer(load_config(raw))
+    opt.register_arm("arm-00", opt.space.decode(torch.tensor([0.5, 0.5, 0.5])), hour=3)
+    ramp = [0.25, 0.75] + [1.0] * 6  # the effect grows over the arm's first two hours
+    opt.observe([HourlyDelta("arm-00", "views", 3 + h, 0.02 * f, 1e-6, 1000)
+                 for h, f in enumerate(ramp)])
+    assert opt.ledger.estimate("arm-00", "views").mean == pytest.approx(0.02)
+    assert opt.ledger.hours_observed("arm-00") == 8  # the ramp hours are kept, not modelled
+    again = Optimizer.from_state_dict(json.loads(json.dumps(opt.state_dict())))
+    assert again.ledger.estimate("arm-00", "views").mean == pytest.approx(0.02)

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from tenacity import (
     RetryError,
     Retrying,
+    retry_if_exception_type,
     retry_if_not_exception_type,
     stop_after_attempt,
     wait_exponential_jitter,
@@ -113,7 +114,10 @@ class BackendCaller:
         tries = attempts if attempts is not None else p.attempts
         retrying = Retrying(
             stop=stop_after_attempt(tries),
-            retry=retry_if_not_exception_type(ArmStoppedError),
+            # Errors only: a signal's KeyboardInterrupt (JobInterrupted) raised while the
+            # call is awaited ends the call; a definite refusal is not asked again.
+            retry=(retry_if_exception_type(Exception)
+                   & retry_if_not_exception_type(ArmStoppedError)),
             wait=wait_exponential_jitter(multiplier=p.initial_backoff_s, max=p.max_backoff_s,
                                          jitter=p.jitter_s),
             sleep=self._sleep, reraise=False)

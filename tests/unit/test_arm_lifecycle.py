@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 
@@ -15,6 +17,7 @@ from hz_ray.local import run_local
 from hz_ray.records import arm_id_for
 from hz_ray.service.arm_states import can_move
 from hz_ray.service.backend_calls import BackendCaller, BackendCallError, CallPolicy
+from hz_ray.service.endings import JobInterrupted, interrupts_raise
 from hz_ray.service.posterior import PosteriorService
 from hz_ray.service.reconcile import reconcile_folder
 from hz_ray.storage import EventLog
@@ -158,6 +161,31 @@ def test_a_refused_launch_of_a_stopped_arm_is_a_definite_answer_not_retried():
 
     with pytest.raises(ArmStoppedError):
         caller.call("launch", "a", refuse)
+    assert len(calls) == 1
+
+
+def test_a_signal_during_a_platform_call_ends_the_call_and_is_never_retried():
+    # SIGTERM's JobInterrupted is raised in the main thread while it waits for the call's
+    # thread; a retry loop that swallowed it would carry on with the job (the reported
+    # hang of test_endings' SIGTERM child).
+    calls = []
+    caller = BackendCaller(CallPolicy(timeout_s=5.0, attempts=4, initial_backoff_s=0.0,
+                                      max_backoff_s=0.0, jitter_s=0.0), time.sleep)
+
+    def slow():
+        calls.append(1)
+        time.sleep(0.5)
+
+    with interrupts_raise():
+        previous = signal.signal(signal.SIGALRM, lambda *_: os.kill(os.getpid(),
+                                                                    signal.SIGTERM))
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        try:
+            with pytest.raises(JobInterrupted, match="SIGTERM"):
+                caller.call("fetch", "a", slow)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
     assert len(calls) == 1
 
 

@@ -1025,41 +1025,63 @@ def per_seed(runs: list[dict], methods: list[str] | None) -> str:
 
 
 def paired(spec_a: str, spec_b: str, out: Path) -> int:
-    """Print paired differences A - B over the seeds two saved runs share.
+    """Print paired differences A - B over the seeds two saved runs share, per scenario.
+
+    Runs pair by seed within one scenario (world, hours, setting, traffic): a file of
+    several worlds gives one block per world, never a difference across worlds.
 
     Args:
         spec_a: ``TAG:METHOD`` of ``<out>/quality-TAG.json``.
         spec_b: The same for the method subtracted.
         out: Folder of the JSON files.
+
+    Returns:
+        0, or 2 when no scenario has 2 shared seeds.
     """
-    def load(spec: str) -> dict[int, dict]:
+    def load(spec: str) -> dict[tuple, dict[int, dict]]:
         tag, _, method = spec.partition(":")
         data = json.loads((out / f"quality-{tag}.json").read_text())
-        return {r["seed"]: r for r in data["runs"]
-                if r["method"] == method and "error" not in r and "readout_of" not in r}
+        grouped: dict[tuple, dict[int, dict]] = {}
+        for r in data["runs"]:
+            if r["method"] == method and "error" not in r and "readout_of" not in r:
+                grouped.setdefault(_scenario_of(r), {})[r["seed"]] = r
+        return grouped
 
-    a, b = load(spec_a), load(spec_b)
-    seeds = sorted(set(a) & set(b))
-    if len(seeds) < 2:
-        print(f"fewer than 2 shared seeds between {spec_a} and {spec_b}")
+    a_all, b_all = load(spec_a), load(spec_b)
+    printed = 0
+    for scenario in sorted(set(a_all) & set(b_all), key=str):
+        a, b = a_all[scenario], b_all[scenario]
+        seeds = sorted(set(a) & set(b))
+        if len(seeds) < 2:
+            continue
+        printed += 1
+        world, hours, setting, traffic = scenario
+        print(f"{world}, {hours} h, {setting} setting, {traffic:,} users:")
+        for key, unit, better in (("gain_pct", "points", "ahead"),
+                                  ("online_cost_pp", "pp", "lower")):
+            diffs = [a[s][key] - b[s][key] for s in seeds]
+            se = statistics.stdev(diffs) / math.sqrt(len(diffs))
+            wins = sum(d > 0 for d in diffs) if better == "ahead" else sum(d < 0 for d in diffs)
+            print(f"  {key}: {spec_a} - {spec_b} over {len(seeds)} paired seeds: "
+                  f"{statistics.mean(diffs):+.3f} {unit} (s.e. {se:.3f}); "
+                  f"A {better} on {wins} of {len(diffs)}")
+        mean_a, mean_b = _mean_trace(a, seeds), _mean_trace(b, seeds)
+        for (name, own), (other_name, other) in (((spec_a, mean_a), (spec_b, mean_b)),
+                                                 ((spec_b, mean_b), (spec_a, mean_a))):
+            final_hour = max(other)
+            reach = next((h for h in sorted(own) if own[h] >= other[final_hour]), None)
+            print(f"  seed-mean gain by hour: {name} reaches {other_name}'s final "
+                  f"{other[final_hour]:.3f}% (hour {final_hour}) "
+                  f"{'never' if reach is None else f'at hour {reach}'}")
+    if not printed:
+        print(f"no scenario with 2 or more shared seeds between {spec_a} and {spec_b}")
         return 2
-    for key, unit, better in (("gain_pct", "points", "ahead"),
-                              ("online_cost_pp", "pp", "lower")):
-        diffs = [a[s][key] - b[s][key] for s in seeds]
-        se = statistics.stdev(diffs) / math.sqrt(len(diffs))
-        wins = sum(d > 0 for d in diffs) if better == "ahead" else sum(d < 0 for d in diffs)
-        print(f"{key}: {spec_a} - {spec_b} over {len(seeds)} paired seeds: "
-              f"{statistics.mean(diffs):+.3f} {unit} (s.e. {se:.3f}); "
-              f"A {better} on {wins} of {len(diffs)}")
-    mean_a, mean_b = _mean_trace(a, seeds), _mean_trace(b, seeds)
-    for (name, own), (other_name, other) in (((spec_a, mean_a), (spec_b, mean_b)),
-                                             ((spec_b, mean_b), (spec_a, mean_a))):
-        final_hour = max(other)
-        reach = next((h for h in sorted(own) if own[h] >= other[final_hour]), None)
-        print(f"seed-mean gain by hour: {name} reaches {other_name}'s final "
-              f"{other[final_hour]:.3f}% (hour {final_hour}) "
-              f"{'never' if reach is None else f'at hour {reach}'}")
     return 0
+
+
+def _scenario_of(run: dict) -> tuple:
+    """``(world, hours, setting, traffic)`` of a saved run (older files: default setting)."""
+    return (run["world"], run["hours"], run.get("setting", "default"), run.get("traffic") or 0)
 
 
 def print_arms(spec: str, seed: int, out: Path) -> int:

@@ -115,3 +115,26 @@ def test_realistic_readings_arrive_3_to_5_hours_late_or_12_more_for_stragglers()
     copies = [len([r for r in backend.fetch(a, 0) if r.metric == world.metrics[0]])
               - len({r.hour for r in backend.fetch(a, 0)}) for a in arms]
     assert 0.005 <= sum(copies) / (len(arms) * 58) <= 0.07  # 3% published twice
+
+
+def test_paired_differences_pair_seeds_within_each_world_not_across_worlds(tmp_path, capsys):
+    import json
+
+    from benchmarks.quality import paired
+
+    def run(world, seed, gain):
+        return {"method": "m", "world": world, "seed": seed, "hours": 72,
+                "setting": "realistic", "traffic": 50_000, "gain_pct": gain,
+                "online_cost_pp": 0.1, "trace": [[71, gain]]}
+
+    # world w1: B is 1 point below A on every seed; world w2: 3 points above
+    a = [run("w1", s, 2.0 + s) for s in range(3)] + [run("w2", s, 1.0) for s in range(3)]
+    b = [run("w1", s, 1.0 + s) for s in range(3)] + [run("w2", s, 4.0) for s in range(3)]
+    for tag, runs in (("a", a), ("b", b)):
+        (tmp_path / f"quality-{tag}.json").write_text(json.dumps({"runs": runs}))
+    assert paired("a:m", "b:m", tmp_path) == 0
+    text = capsys.readouterr().out
+    w1, w2 = text.split("w2, 72 h")
+    assert "w1, 72 h, realistic setting, 50,000 users" in w1
+    assert "over 3 paired seeds: +1.000 points" in w1
+    assert "over 3 paired seeds: -3.000 points" in w2

@@ -730,12 +730,9 @@ def table(summary: list[dict], order: list[str]) -> str:
     """The paper-style markdown table, one block per (world, horizon)."""
     lines = []
     rank = {m: i for i, m in enumerate(order)}
-    def scenario(r: dict) -> tuple:
-        return r["world"], r["hours"], r.get("setting", "default"), r.get("traffic") or 0
-
-    for key in sorted({scenario(r) for r in summary}):
+    for key in sorted({scenario_of(r) for r in summary}):
         world, hours, setting, traffic = key
-        rows = sorted((r for r in summary if scenario(r) == key),
+        rows = sorted((r for r in summary if scenario_of(r) == key),
                       key=lambda r: rank.get(r["method"], 999))
         lines.append(f"\n### {world}, {hours} h, {setting} setting, {traffic:,} users per "
                      f"group-hour\n")
@@ -1044,7 +1041,7 @@ def paired(spec_a: str, spec_b: str, out: Path) -> int:
         grouped: dict[tuple, dict[int, dict]] = {}
         for r in data["runs"]:
             if r["method"] == method and "error" not in r and "readout_of" not in r:
-                grouped.setdefault(_scenario_of(r), {})[r["seed"]] = r
+                grouped.setdefault(scenario_of(r), {})[r["seed"]] = r
         return grouped
 
     a_all, b_all = load(spec_a), load(spec_b)
@@ -1079,8 +1076,8 @@ def paired(spec_a: str, spec_b: str, out: Path) -> int:
     return 0
 
 
-def _scenario_of(run: dict) -> tuple:
-    """``(world, hours, setting, traffic)`` of a saved run (older files: default setting)."""
+def scenario_of(run: dict) -> tuple:
+    """``(world, hours, setting, traffic)`` of a run or summary row (older: default setting)."""
     return (run["world"], run["hours"], run.get("setting", "default"), run.get("traffic") or 0)
 
 

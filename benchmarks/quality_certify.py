@@ -87,20 +87,28 @@ def calibration_rows(runs: list[dict]) -> list[dict]:
 
     Returns:
         Rows with ``objective`` and ``guardrails`` coverage dicts (see :func:`coverage`)
-        and ``runs`` (runs with a non-control pick at that hour).
+        ``runs`` (runs with a non-control pick at that hour), and ``shortfall``: the
+        median of ``(truth - mean) / truth`` of the objective (> 0: the readout
+        understates the gain), ``None`` without a pick whose truth is not ~0.
     """
     objective: dict[tuple, list] = defaultdict(list)
     guard: dict[tuple, list] = defaultdict(list)
+    shortfall: dict[tuple, list] = defaultdict(list)
     for r in runs:
         if "error" in r or "readout_of" in r:
             continue
         for rec in r.get("calibration") or ():
             key = (r["world"], r.get("setting", "default"), r["method"], rec["hours"])
             objective[key].append(z_score(*rec["objective"]))
+            mean, _sd, truth = rec["objective"]
+            if abs(truth) >= 1e-4:  # a relative error of a near-zero truth says nothing
+                shortfall[key].append((truth - mean) / truth)
             guard[key] += [z_score(*v) for v in rec["metrics"].values()]
     return [{"world": k[0], "setting": k[1], "method": k[2], "hours": k[3],
              "runs": len(objective[k]), "objective": coverage(objective[k]),
-             "guardrails": coverage(guard[k])} for k in sorted(objective)]
+             "guardrails": coverage(guard[k]),
+             "shortfall": statistics.median(shortfall[k]) if shortfall[k] else None}
+            for k in sorted(objective)]
 
 
 def calibration_table(rows: list[dict]) -> str:
@@ -113,10 +121,14 @@ def calibration_table(rows: list[dict]) -> str:
 
     lines = ["\n### Calibration of the readout at its pick (95% interval)\n",
              "| world | setting | method | hour | picks | objective covered | z mean | z sd "
-             "| guardrails covered | z mean | z sd |", "|" + "---|" * 11]
+             "| objective (truth - mean) / truth, median "
+             "| guardrails covered | z mean | z sd |", "|" + "---|" * 12]
     for r in rows:
+        short = r.get("shortfall")
         lines.append(f"| {r['world']} | {r['setting']} | {r['method']} | {r['hours']} "
-                     f"| {r['runs']} | {cell(r['objective'])} | {cell(r['guardrails'])} |")
+                     f"| {r['runs']} | {cell(r['objective'])} "
+                     f"| {'-' if short is None else f'{100 * short:+.1f}%'} "
+                     f"| {cell(r['guardrails'])} |")
     return "\n".join(lines)
 
 

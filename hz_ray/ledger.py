@@ -152,6 +152,17 @@ class Ledger:
         self._version = 0
         self._num_records = 0
 
+    @classmethod
+    def for_job(cls, metrics: Sequence[str], optimizer: Any) -> Ledger:
+        """The ledger of a job: its metrics and its ``optimizer`` spec's ledger settings.
+
+        Args:
+            metrics: The job's modelled metrics.
+            optimizer: The job's :class:`~hz_ray.config.OptimizerSpec` (``var_floor``,
+                ``ramp_hours``).
+        """
+        return cls(metrics, var_floor=optimizer.var_floor, ramp_hours=optimizer.ramp_hours)
+
     # ----------------------------------------------------------------- views
     @property
     def metrics(self) -> tuple[str, ...]:

@@ -193,7 +193,7 @@ class Optimizer:
         self.outcomes = Outcomes.from_config(config)
         self.metrics = config.metrics
         opt = config.optimizer
-        self.ledger = Ledger(self.metrics, var_floor=opt.var_floor, ramp_hours=opt.ramp_hours)
+        self.ledger = Ledger.for_job(self.metrics, opt)
         self.surrogate = Surrogate(
             self.metrics, self.space.dim,
             RefitPolicy(min_new_points=opt.refit_min_new_points, growth=opt.refit_growth),

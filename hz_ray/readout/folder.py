@@ -237,8 +237,7 @@ def record_of(snap: FolderSnapshot) -> RunRecord:
     folder, identity, config, table = snap.run_dir, snap.identity, snap.config, snap.table
     state = JobState(identity.job_id)
     state.replay(table)
-    ledger = Ledger(config.metrics, var_floor=config.optimizer.var_floor,
-                    ramp_hours=config.optimizer.ramp_hours)
+    ledger = Ledger.for_job(config.metrics, config.optimizer)
     snap.replay_into(ledger)
     units = _units_by_arm(table)
     arms = []

@@ -150,10 +150,15 @@ def test_errors_are_retried_with_backoff_then_reported():
         caller.call("stop", "x", lambda: 1 / 0)
 
 
+def _no_backoff_caller(timeout_s, attempts):
+    """A caller that retries at once (no backoff, no jitter)."""
+    return BackendCaller(CallPolicy(timeout_s=timeout_s, attempts=attempts, initial_backoff_s=0.0,
+                                    max_backoff_s=0.0, jitter_s=0.0), time.sleep)
+
+
 def test_a_refused_launch_of_a_stopped_arm_is_a_definite_answer_not_retried():
     calls = []
-    caller = BackendCaller(CallPolicy(timeout_s=1.0, attempts=4, initial_backoff_s=0.0,
-                                      max_backoff_s=0.0, jitter_s=0.0), time.sleep)
+    caller = _no_backoff_caller(timeout_s=1.0, attempts=4)
 
     def refuse():
         calls.append(1)
@@ -169,8 +174,7 @@ def test_a_signal_during_a_platform_call_ends_the_call_and_is_never_retried():
     # thread; a retry loop that swallowed it would carry on with the job (the reported
     # hang of test_endings' SIGTERM child).
     calls = []
-    caller = BackendCaller(CallPolicy(timeout_s=5.0, attempts=4, initial_backoff_s=0.0,
-                                      max_backoff_s=0.0, jitter_s=0.0), time.sleep)
+    caller = _no_backoff_caller(timeout_s=5.0, attempts=4)
 
     def slow():
         calls.append(1)

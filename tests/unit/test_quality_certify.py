@@ -21,6 +21,7 @@ from benchmarks.quality_certify import (  # noqa: E402
     Z95_ONE_SIDED,
     attach_yardsticks,
     calibration_rows,
+    calibration_table,
     coverage,
     fill_yardsticks,
     pick_posterior,
@@ -56,6 +57,8 @@ def test_a_pick_record_recovers_the_sd_and_scores_the_truth():
     assert rows[0]["setting"] == "default" and rows[0]["hours"] == 48
     assert rows[0]["objective"]["z_mean"] == pytest.approx((0.027 - 0.02) / 0.004)
     assert rows[0]["guardrails"]["z_mean"] == pytest.approx(-1.5)
+    assert rows[0]["shortfall"] == pytest.approx((0.027 - 0.02) / 0.027)  # reads 26% low
+    assert "+25.9%" in calibration_table(rows)
 
 
 def test_yardsticks_are_computed_once_per_scenario_and_cached(tmp_path):

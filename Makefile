@@ -31,11 +31,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/hz-ray demo
 
-# The unit tier runs on both cores (pytest-xdist, one test file per worker); the Ray tier
-# runs alone after it: its tests time stragglers and kill nodes, and flake beside a second load.
+# The unit tier runs on both cores (pytest-xdist; --dist loadfile keeps each test file on one
+# worker, so module fixtures are built once); the Ray tier runs alone after it: its tests time
+# stragglers and kill nodes, and flake beside a second load.
 test: $(STAMP) system-tools
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q -n 2 --dist loadgroup tests/unit
+	$(PY) -m pytest -q -n 2 --dist loadfile tests/unit
 	$(PY) -m pytest -q tests/ray
 
 lint: $(STAMP)

@@ -38,17 +38,3 @@ def _single_threaded_torch():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
-
-
-def pytest_collection_modifyitems(config, items):
-    """Under ``pytest -n 2 --dist loadgroup``: one group per test file, the Ray tier as one.
-
-    The Ray tier runs in one worker, in order, on one local Ray cluster at a time (its
-    tests start clusters, kill nodes and time stragglers); the other worker runs the
-    unit files, each whole, so module-scoped fixtures (the kill-point chains, the
-    signalled children) are built once.
-    """
-    for item in items:
-        path = item.path.as_posix()
-        group = "ray" if "/tests/ray/" in path else path.rsplit("/tests/", 1)[-1]
-        item.add_marker(pytest.mark.xdist_group(group))

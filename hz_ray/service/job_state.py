@@ -22,6 +22,7 @@ from hz_ray.service.arm_states import (
     LIVE,
     PROPOSED,
     STOP_FAILED,
+    STOPPED,
     STOPPING,
     check_move,
     effective_state,
@@ -115,7 +116,7 @@ class JobState:
         self.hour_stopped[int(hour)].append((arm_id, reason))
 
     def move(self, arm_id: str, state: str, error: str | None = None,
-             strict: bool = True) -> bool:
+             strict: bool = True, hour: int | None = None) -> bool:
         """Apply a lifecycle step; returns False for a repeat that changes nothing.
 
         Args:
@@ -124,6 +125,8 @@ class JobState:
             error: The error of a failed attempt (``stop_failed``, ``launch_failed``).
             strict: Raise on a step the lifecycle does not allow (replay is lenient:
                 the log is the truth, whatever order a crash left it in).
+            hour: The job hour of the step; for ``stopped``, the hour in which the
+                platform's stop returned (sets :attr:`ArmRecord.served_until`).
 
         Raises:
             StateError: ``strict`` and the step is not allowed.
@@ -134,8 +137,12 @@ class JobState:
         if state == record.state and state != STOP_FAILED:
             return False
         failures = record.stop_failures + (state == STOP_FAILED)
+        served_until = record.served_until
+        if state == STOPPED and hour is not None:
+            served_until = max(served_until or 0, int(hour) + 1)
         self.arms[arm_id] = replace(record, state=state, stop_failures=failures,
-                                    last_error=error if error is not None else record.last_error)
+                                    last_error=error if error is not None else record.last_error,
+                                    served_until=served_until)
         if state == LIVE:
             self.confirmed_live.add(arm_id)
         return True
@@ -183,7 +190,8 @@ class JobState:
                 if self.arms[arm_id].live:
                     self.retire(arm_id, row["reason"], int(row["hour"] or 0))
             elif kind == "arm_state" and arm_id in self.arms and row.get("state"):
-                self.move(arm_id, row["state"], row.get("reason"), strict=False)
+                self.move(arm_id, row["state"], row.get("reason"), strict=False,
+                          hour=row["hour"])
             elif kind == "delta_rejected":
                 self.quarantine(logged_rejection_key(row))
             elif kind == "job_alarm" and self.alarm is None:

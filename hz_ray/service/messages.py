@@ -131,6 +131,10 @@ class ArmRecord:
             (:mod:`hz_ray.service.arm_states`; the last one logged).
         stop_failures: Stop attempts that failed so far.
         last_error: The newest failed attempt's error, or ``None``.
+        served_until: The first job hour the platform no longer served it: the hour after
+            the one in which its ``stop`` returned (the ``stopped`` step's hour + 1), or
+            ``None`` until then. A stop that returns hours after it was decided (retries,
+            an unreachable central service) leaves the arm served, and its data due, to here.
     """
 
     arm_id: str
@@ -143,6 +147,7 @@ class ArmRecord:
     state: str = PROPOSED
     stop_failures: int = 0
     last_error: str | None = None
+    served_until: int | None = None
 
     @property
     def live(self) -> bool:

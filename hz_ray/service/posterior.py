@@ -545,7 +545,7 @@ class PosteriorService:
             record = self._state.arms.get(arm_id)
             if record is None or record.slot != slot:
                 raise field_error(StateError, "arm_id", arm_id, f"an arm of slot {slot}")
-            changed = self._state.move(arm_id, state, detail)
+            changed = self._state.move(arm_id, state, detail, hour=hour)
             if changed:
                 self._commits.queue("append_arm_state", arm_id, state, int(hour), detail)
             stuck = len(self._state.stuck_stops())

@@ -82,6 +82,7 @@ from hz_ray.service.messages import (
     STOP_FOUND_STOPPED,
     STOP_INTERRUPTED,
     STOP_LAUNCH_FAILED,
+    ArmRecord,
     FeedRejectionRecord,
     Report,
     ReportAck,
@@ -95,6 +96,16 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 _EPS_HOURS = 1e-9
 _GOLDEN = 0.6180339887498949  # slot phases k * golden mod 1 are evenly spread
+
+
+def _data_end_of(record: ArmRecord) -> int:
+    """The first hour a stopped arm of the log did not serve.
+
+    The hour after the one its platform stop returned in, when the log has it; else the
+    hour after its retirement (when in that hour it stopped is unknown).
+    """
+    assert record.stopped_hour is not None
+    return max(record.stopped_hour + 1, record.served_until or 0)
 
 
 class _StopRequestedError(Exception):
@@ -305,11 +316,11 @@ class ArmSlotRunner:
                 self.stats.resumed = True
                 self._resume_unsettled(arm, record.live, record.state, hour)
             elif record.stopped_hour is not None \
-                    and paused_at <= record.stopped_hour + self.arms_spec.late_data_hours:
+                    and paused_at <= _data_end_of(record) - 1 + self.arms_spec.late_data_hours:
                 # Late data may have come while the job was down: poll at least once.
                 self.stats.resumed = True
                 arm.catch_up = True
-                arm.data_end = record.stopped_hour + 1  # when in the hour it stopped is unknown
+                arm.data_end = _data_end_of(record)
                 arm.feed.data_end = arm.data_end
                 self.draining.append(arm)
 
@@ -429,8 +440,9 @@ class ArmSlotRunner:
         for arm in self.draining:
             assert arm.stopped_hour is not None
             end = arm.data_end if arm.data_end is not None else arm.stopped_hour
+            last_served = max(arm.stopped_hour, end - 1)
             done = arm.feed.complete_before(end) \
-                or (hour > arm.stopped_hour + self.arms_spec.late_data_hours
+                or (hour > last_served + self.arms_spec.late_data_hours
                     and not arm.catch_up)  # a failed last poll is tried again first
             if not done:
                 keep.append(arm)
@@ -555,7 +567,14 @@ class ArmSlotRunner:
                 left.append(arm)
                 continue
             kill_point("slot.after_stop")
-            self._outbox.append(("state", arm, STOPPED, hour, None))
+            # The platform served the arm until its stop returned, which may be hours after
+            # the stop was decided (failed tries, an unreachable central service): its data
+            # are due up to that hour, and the log says when it stopped.
+            now = self.clock.now_hours()
+            arm.data_end = max(arm.data_end or 0, math.ceil(now - _EPS_HOURS))
+            arm.feed.data_end = arm.data_end
+            self._outbox.append(("state", arm, STOPPED, max(hour, math.floor(now + _EPS_HOURS)),
+                                 None))
             if arm.launched:
                 self.draining.append(arm)
         self.stopping = left

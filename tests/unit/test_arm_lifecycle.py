@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import threading
 import time
+from collections import Counter
 
 import pytest
 
@@ -14,10 +16,11 @@ from hz_ray.clock import SimClock
 from hz_ray.config import config_from_mapping
 from hz_ray.errors import ArmStoppedError, ConfigError, StateError
 from hz_ray.local import run_local
-from hz_ray.records import arm_id_for
+from hz_ray.records import GroupStats, HourlyReading, arm_id_for
 from hz_ray.service.arm_states import can_move
 from hz_ray.service.backend_calls import BackendCaller, BackendCallError, CallPolicy
 from hz_ray.service.endings import JobInterrupted, interrupts_raise
+from hz_ray.service.job_state import JobState
 from hz_ray.service.posterior import PosteriorService
 from hz_ray.service.reconcile import reconcile_folder
 from hz_ray.storage import EventLog
@@ -227,6 +230,70 @@ def test_a_stop_that_fails_is_retried_and_the_slot_never_serves_two_arms(tmp_pat
             live.add(arm_id)
         elif call == "stop" and platform.failed.get(arm_id, 0) >= 2:
             live.discard(arm_id)
+
+
+class SlowStopPlatform:
+    """Serves each arm from its launch until its ``stop`` returns, ``delay`` job hours later
+    (the clock moves on during the call, as a slow platform's does); once an hour is over it
+    publishes every metric of each arm that served in it, the partly served last hour too."""
+
+    def __init__(self, clock: SimClock, metrics, delay: float) -> None:
+        self.clock, self.metrics, self.delay = clock, tuple(metrics), delay
+        self.served: dict[str, list[float]] = {}  # arm -> [start, end or inf]
+
+    def launch(self, arm_id, params):
+        self.served.setdefault(arm_id, [self.clock.now_hours(), math.inf])
+
+    def stop(self, arm_id):
+        self.clock.advance(self.delay)
+        span = self.served[arm_id]
+        span[1] = min(span[1], self.clock.now_hours())
+
+    def published(self, arm_id):
+        start, end = self.served[arm_id]
+        last = math.floor(self.clock.now_hours())  # hours that are over
+        if end < math.inf:
+            last = min(last, math.ceil(end))
+        return [h for h in range(math.floor(start), last)]
+
+    def fetch(self, arm_id, since_hour):
+        return [HourlyReading(arm_id, h, m, GroupStats(1.01, 1.0, 10_000),
+                              GroupStats(1.0, 1.0, 10_000))
+                for h in self.published(arm_id) if h >= since_hour for m in self.metrics]
+
+
+def test_data_of_the_hours_an_arm_served_until_its_slow_stop_returned_are_kept(tmp_path):
+    """A stop that returns after the hour it was decided in leaves the arm served for part
+    of that hour: the platform publishes that hour, and it must be accepted, not refused as
+    'after the stop'. The log's 'stopped' step carries the hour the stop returned in."""
+    raw = small_config_mapping(arms={"slots": 1, "min_hours": 1, "max_hours": 2,
+                                     "metric_silence_hours": 0})
+    config = config_from_mapping(raw)
+    clock = SimClock()
+    platform = SlowStopPlatform(clock, config.metrics, delay=0.6)
+    run_local(config, platform, clock=clock, hours=8, run_dir=tmp_path, job_id=JOB)
+    rows = EventLog(tmp_path / "log").read().to_pylist()
+    accepted = Counter((e["arm_id"], e["metric"], e["hour"]) for e in rows
+                       if e["kind"] == "delta_accepted")
+    refused = [e["reason"] for e in rows if e["kind"] == "delta_rejected"]
+    stopped_early = [a for a, (_, end) in platform.served.items() if end < 7]
+    assert len(stopped_early) >= 2  # arms stopped inside the job, each 0.6 h into an hour
+    for arm_id in stopped_early:
+        end = platform.served[arm_id][1]
+        hours = platform.published(arm_id)
+        assert hours[-1] == math.floor(end)  # the partly served hour was published
+        for hour in hours:
+            for metric in config.metrics:
+                assert accepted[(arm_id, metric, hour)] == 1, (arm_id, metric, hour, refused)
+        step = [e for e in rows if e["kind"] == "arm_state" and e["arm_id"] == arm_id
+                and e["state"] == "stopped"]
+        assert [e["hour"] for e in step] == [math.floor(end)]
+    assert not refused
+    # A resume reads when each arm stopped serving from the log, not from its retirement.
+    state = JobState(JOB)
+    state.replay(EventLog(tmp_path / "log").read())
+    for arm_id in stopped_early:
+        assert state.arms[arm_id].served_until == math.floor(platform.served[arm_id][1]) + 1
 
 
 # ------------------------------------------------------------------- reconcile

@@ -19,9 +19,11 @@ Then, on the service's reader optimizer and under its GP lock, one torch thread:
 ``rebuild_s``     ``refresh_now()`` end to end without a refit (condition + plan + readout)
 
 RSS: ``peak_rss_setup_mb`` is VmHWM after the service's start (its first plan, over the prior)
-and the ingest; VmHWM is then reset (``/proc/self/clear_refs``), so ``peak_rss_refit_plan_mb``
-is the peak of the refit, condition, plan and readout alone; ``peak_rss_mb`` is the peak of
-that and the final ``refresh_now()``.
+and the ingest; VmHWM is then reset (``/proc/self/clear_refs``) before each of the refit,
+condition, plan and readout (``peak_rss_refit_mb`` ... ``peak_rss_readout_mb``), so
+``peak_rss_refit_plan_mb``, their maximum, is the peak of those phases alone;
+``peak_rss_refresh_mb`` covers the readout and the final ``refresh_now()``, and
+``peak_rss_mb`` is the largest of them.
 
 While the refit runs, the main thread plays a worker: ``sample`` then ``retire`` on slot 0,
 20 ms apart, timed (``sample_p50_ms``, ``sample_p99_ms``; only samples that both started and
@@ -104,6 +106,7 @@ def measure(n: int, samples: int, pause_s: float, out_dir: Path) -> dict[str, An
         _emit(row)
 
         timings: dict[str, float] = {}
+        phase_peaks: dict[str, float] = {}  # VmHWM of each phase (reset between phases)
         refit_done = threading.Event()
         failure: list[BaseException] = []
 
@@ -119,18 +122,25 @@ def measure(n: int, samples: int, pause_s: float, out_dir: Path) -> dict[str, An
                     timings["refit_s"] = float(reader.surrogate.last_fit_seconds)
                     refit_done.set()
                     started = time.perf_counter()
+                    phase_peaks["refit"] = _mb(peak_rss_bytes())
+                    _reset_peak_rss()
                     snapshot = reader.refresh(view)
                     timings["condition_build_s"] = time.perf_counter() - started
                     snapshot.mean_and_var(view.X[:1])  # GPyTorch factorizes on first use
                     timings["condition_s"] = time.perf_counter() - started
+                    phase_peaks["condition"] = _mb(peak_rss_bytes())
+                    _reset_peak_rss()
                     started = time.perf_counter()
                     plan = reader.plan(live, salt=0)
                     timings["plan_s"] = time.perf_counter() - started
                     timings["plan_candidates"] = float(plan.candidates.shape[0])
+                    phase_peaks["plan"] = _mb(peak_rss_bytes())
+                    _reset_peak_rss()
                     started = time.perf_counter()
                     reader.assess(list(live))
                     reader.recommend()
                     timings["readout_s"] = time.perf_counter() - started
+                    phase_peaks["readout"] = _mb(peak_rss_bytes())
                     timings["train_points"] = float(view.X.shape[0])
             except BaseException as exc:  # reported by the main thread
                 failure.append(exc)
@@ -156,7 +166,8 @@ def measure(n: int, samples: int, pause_s: float, out_dir: Path) -> dict[str, An
             raise failure[0]
         row.update(timings)
         row["rss_after_refit_plan_mb"] = _mb(rss_bytes())
-        row["peak_rss_refit_plan_mb"] = _mb(peak_rss_bytes())  # since the reset
+        row["peak_rss_refit_plan_mb"] = max(phase_peaks.values(), default=0.0)
+        row.update({f"peak_rss_{phase}_mb": mb for phase, mb in phase_peaks.items()})
         row["samples_during_refit"] = len(latencies)
         if latencies:
             lat = np.asarray(latencies) * 1e3
@@ -169,7 +180,8 @@ def measure(n: int, samples: int, pause_s: float, out_dir: Path) -> dict[str, An
         service.refresh_now()  # publish: condition + plan + readout (no refit)
         row["rebuild_s"] = time.perf_counter() - started
         row["rss_end_mb"] = _mb(rss_bytes())
-        row["peak_rss_mb"] = _mb(peak_rss_bytes())
+        row["peak_rss_refresh_mb"] = _mb(peak_rss_bytes())  # since the readout's reset
+        row["peak_rss_mb"] = max(row["peak_rss_refresh_mb"], row["peak_rss_refit_plan_mb"])
         service.close()
     return row
 

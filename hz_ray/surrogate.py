@@ -855,11 +855,14 @@ class PosteriorSnapshot:
 
     @cached_property
     def posteriors(self) -> tuple[MetricPosterior, ...]:
-        """Each metric's exact posterior: one Cholesky factor, or the base's plus a border."""
+        """Each metric's exact posterior: a Cholesky factor, or the base's plus a border.
+
+        Two metrics' factors share one matrix (:meth:`MetricPosterior.from_models`).
+        """
         if self.base is not None:
             return tuple(p.extended(model)
                          for p, model in zip(self.base.posteriors, self.models, strict=True))
-        return tuple(MetricPosterior.from_model(model) for model in self.models)
+        return MetricPosterior.from_models(self.models)
 
     @property
     def dim(self) -> int:

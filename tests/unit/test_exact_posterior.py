@@ -39,7 +39,7 @@ def test_a_bordered_factor_gives_the_posterior_of_a_fresh_factorisation(shared_s
     conditioned = shared_snapshot.condition(X_extra, Y_extra, torch.full((5, 2), 3e-6, dtype=DT))
     assert conditioned.base is shared_snapshot
     assert conditioned.posteriors[0].border is not None
-    assert conditioned.posteriors[0].L is shared_snapshot.posteriors[0].L  # shared, not copied
+    assert conditioned.posteriors[0].factor is shared_snapshot.posteriors[0].factor  # shared
     again = conditioned.condition(X_extra[:2] * 0.5, Y_extra[:2], torch.full((2, 2), 1e-6,
                                                                              dtype=DT))
     Xq = torch.rand(40, 2, generator=gen, dtype=DT)
@@ -186,3 +186,44 @@ def test_training_rows_that_are_not_the_points_are_refused(shared_snapshot):
     with pytest.raises(InputDataError, match="training_rows"):
         shared_snapshot.sample(X, 4, seed=0, method="pathwise",
                                training_rows=torch.tensor([0, 1, 10**6]))
+
+
+def _lower_factor(n: int, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    A = torch.randn(n, n, generator=gen, dtype=DT)
+    return torch.linalg.cholesky(A @ A.T / n + 0.1 * torch.eye(n, dtype=DT))
+
+
+@pytest.mark.parametrize("n", [1, 7, 300, 600])  # one block, several blocks of rows
+def test_two_packed_factors_solve_as_the_separate_factors_do(n):
+    from hz_ray.exact_posterior import LowerFactor
+
+    La, Lb = _lower_factor(n, 1), _lower_factor(n, 2)
+    first, second = LowerFactor.pack(La.clone(), Lb.clone())
+    assert first.storage is second.storage  # one matrix for both
+    R = torch.randn(n, 5, generator=torch.Generator().manual_seed(3), dtype=DT)
+    for factor, L in ((first, La), (second, Lb)):
+        torch.testing.assert_close(factor.dense(), L, rtol=1e-13, atol=1e-13)
+        # against a general (not triangular) solver with the dense factor
+        torch.testing.assert_close(factor.solve(R), torch.linalg.solve(L, R),
+                                   rtol=1e-9, atol=1e-10)
+        torch.testing.assert_close(factor.solve_transposed(R), torch.linalg.solve(L.T, R),
+                                   rtol=1e-9, atol=1e-10)
+
+
+def test_metrics_two_by_two_share_one_matrix_and_keep_their_own_posteriors():
+    X = torch.rand(80, 2, generator=torch.Generator().manual_seed(5), dtype=DT)
+    y = _lift(X) - _lift(X[:1])
+    Y = torch.stack([y, -0.5 * y, y**2], -1)  # three metrics: a pair and one alone
+    Yvar = torch.full_like(Y, 1e-5)
+    snap = Surrogate(["a", "b", "c"], dim=2).update(X, Y, Yvar)
+    posteriors = snap.posteriors
+    assert posteriors[0].factor.storage is posteriors[1].factor.storage
+    assert posteriors[2].factor.storage is not posteriors[0].factor.storage
+    Xq = torch.rand(30, 2, generator=torch.Generator().manual_seed(6), dtype=DT)
+    for posterior, model in zip(posteriors, snap.models, strict=True):
+        alone = MetricPosterior.from_model(model)  # its own matrix, nothing shared
+        for got, ref in zip(posterior.mean_and_var(Xq, 16), alone.mean_and_var(Xq, 16),
+                            strict=True):
+            torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-14)
+        torch.testing.assert_close(posterior.alpha, alone.alpha, rtol=1e-9, atol=1e-12)

@@ -31,11 +31,11 @@ from torch import Tensor
 
 __all__ = ["KERNEL_CHUNK", "LowerFactor", "MetricPosterior", "robust_cholesky"]
 
-KERNEL_CHUNK = 128
+KERNEL_CHUNK = 256
 """Rows per kernel evaluation: GPyTorch's Matern kernel makes several temporaries of the size
-of its output, so a ``5000 x 5000`` kernel is built in slices of this many rows (at 5000
-points and 8 weights, 128 rows took 29 MB of temporaries and 0.70 s for the whole kernel;
-256 rows, 79 MB and 0.85 s)."""
+of its output, so a ``5000 x 5000`` kernel is built in slices of this many rows (79 MB of
+temporaries at 8 weights; 128 rows took 29 MB, but the job's peak RSS at 5000 arms did not
+move: 1507 against 1502 MiB, ``benchmarks/cost_curve.py``)."""
 
 
 def robust_cholesky(cov: Tensor) -> Tensor:

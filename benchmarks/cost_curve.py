@@ -22,8 +22,8 @@ RSS: ``peak_rss_setup_mb`` is VmHWM after the service's start (its first plan, o
 and the ingest; VmHWM is then reset (``/proc/self/clear_refs``) before each of the refit,
 condition, plan and readout (``peak_rss_refit_mb`` ... ``peak_rss_readout_mb``), so
 ``peak_rss_refit_plan_mb``, their maximum, is the peak of those phases alone;
-``peak_rss_refresh_mb`` covers the readout and the final ``refresh_now()``, and
-``peak_rss_mb`` is the largest of them.
+``peak_rss_refresh_mb`` covers the final ``refresh_now()``, and ``peak_rss_mb`` is the
+largest of them.
 
 While the refit runs, the main thread plays a worker: ``sample`` then ``retire`` on slot 0,
 20 ms apart, timed (``sample_p50_ms``, ``sample_p99_ms``; only samples that both started and
@@ -110,6 +110,11 @@ def measure(n: int, samples: int, pause_s: float, out_dir: Path) -> dict[str, An
         refit_done = threading.Event()
         failure: list[BaseException] = []
 
+        def end_phase(name: str) -> None:
+            """Record the peak RSS since the last reset as ``name``'s, then reset it."""
+            phase_peaks[name] = _mb(peak_rss_bytes())
+            _reset_peak_rss()
+
         def rebuild_pieces() -> None:
             try:
                 with torch_threads(1), service._gp_lock:
@@ -121,26 +126,23 @@ def measure(n: int, samples: int, pause_s: float, out_dir: Path) -> dict[str, An
                     timings["refit_and_condition_s"] = time.perf_counter() - started
                     timings["refit_s"] = float(reader.surrogate.last_fit_seconds)
                     refit_done.set()
+                    end_phase("refit")
                     started = time.perf_counter()
-                    phase_peaks["refit"] = _mb(peak_rss_bytes())
-                    _reset_peak_rss()
                     snapshot = reader.refresh(view)
                     timings["condition_build_s"] = time.perf_counter() - started
                     snapshot.mean_and_var(view.X[:1])  # GPyTorch factorizes on first use
                     timings["condition_s"] = time.perf_counter() - started
-                    phase_peaks["condition"] = _mb(peak_rss_bytes())
-                    _reset_peak_rss()
+                    end_phase("condition")
                     started = time.perf_counter()
                     plan = reader.plan(live, salt=0)
                     timings["plan_s"] = time.perf_counter() - started
                     timings["plan_candidates"] = float(plan.candidates.shape[0])
-                    phase_peaks["plan"] = _mb(peak_rss_bytes())
-                    _reset_peak_rss()
+                    end_phase("plan")
                     started = time.perf_counter()
                     reader.assess(list(live))
                     reader.recommend()
                     timings["readout_s"] = time.perf_counter() - started
-                    phase_peaks["readout"] = _mb(peak_rss_bytes())
+                    end_phase("readout")
                     timings["train_points"] = float(view.X.shape[0])
             except BaseException as exc:  # reported by the main thread
                 failure.append(exc)
@@ -180,7 +182,7 @@ def measure(n: int, samples: int, pause_s: float, out_dir: Path) -> dict[str, An
         service.refresh_now()  # publish: condition + plan + readout (no refit)
         row["rebuild_s"] = time.perf_counter() - started
         row["rss_end_mb"] = _mb(rss_bytes())
-        row["peak_rss_refresh_mb"] = _mb(peak_rss_bytes())  # since the readout's reset
+        row["peak_rss_refresh_mb"] = _mb(peak_rss_bytes())  # reset when the readout ended
         row["peak_rss_mb"] = max(row["peak_rss_refresh_mb"], row["peak_rss_refit_plan_mb"])
         service.close()
     return row

@@ -33,9 +33,9 @@ __all__ = ["KERNEL_CHUNK", "LowerFactor", "MetricPosterior", "robust_cholesky"]
 
 KERNEL_CHUNK = 256
 """Rows per kernel evaluation: GPyTorch's Matern kernel makes several temporaries of the size
-of its output, so a ``5000 x 5000`` kernel is built in slices of this many rows (79 MB of
-temporaries at 8 weights; 128 rows took 29 MB, but the job's peak RSS at 5000 arms did not
-move: 1507 against 1502 MiB, ``benchmarks/cost_curve.py``)."""
+of its output, so a ``5000 x 5000`` kernel is built in slices of this many rows (30 MiB of
+temporaries at 8 weights, 22 MiB with 128 rows, in the same 1.0 s:
+``benchmarks/factor_memory.py``)."""
 
 
 def robust_cholesky(cov: Tensor) -> Tensor:
@@ -226,22 +226,20 @@ class MetricPosterior:
     def from_models(cls, models: Sequence[SingleTaskGP]) -> tuple[MetricPosterior, ...]:
         """Each model's posterior; metrics two by two share one matrix for their factors.
 
-        The second factor of a pair is built, packed into the first's matrix and freed
-        before the next pair starts, so at most two ``n x n`` matrices are new at once.
+        The models share their training inputs (a snapshot's do). The second factor of a
+        pair is built, packed into the first's matrix and freed before the next pair
+        starts, so at most two ``n x n`` matrices are new at once.
         """
         out: list[MetricPosterior] = []
         for i in range(0, len(models), 2):
-            pair = models[i:i + 2]
-            first = _factorise(pair[0])
-            if len(pair) == 1 or pair[1].train_inputs[0].shape[0] != first.shape[0]:
-                out.extend(cls.from_model(m) if j else cls(m, LowerFactor(first), None, None)
-                           for j, m in enumerate(pair))
-                continue
-            second = _factorise(pair[1])
-            with torch.no_grad():
-                factors = LowerFactor.pack(first, second)
-            del second
-            out.extend(cls(m, f, None, None) for m, f in zip(pair, factors, strict=True))
+            factors = (LowerFactor(_factorise(models[i])),)
+            if i + 1 < len(models):
+                second = _factorise(models[i + 1])
+                with torch.no_grad():
+                    factors = LowerFactor.pack(factors[0].storage, second)
+                del second
+            out.extend(cls(m, f, None, None) for m, f in zip(models[i:i + 2], factors,
+                                                              strict=True))
         return tuple(out)
 
     def extended(self, model: SingleTaskGP) -> MetricPosterior:
@@ -280,7 +278,8 @@ class MetricPosterior:
         n = self.num_core
         if self.border is None:
             # Two triangular solves, not ``torch.cholesky_solve``: that one copies the n x n
-            # factor first (200 MB at n = 5000, measured); these read it in place.
+            # factor first (+195 MiB at n = 5000, against +8 MiB for these two:
+            # ``benchmarks/factor_memory.py``).
             return self.factor.solve_transposed(self.factor.solve(R))
         z = self.solve_lower(R)
         bottom = torch.linalg.solve_triangular(self.corner.T, z[n:], upper=True)

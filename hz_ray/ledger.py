@@ -22,12 +22,15 @@ import math
 import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hz_ray.delta import Shown, aggregate
 from hz_ray.errors import ConfigError, InputDataError, StateError, field_error
 from hz_ray.reading_checks import delta_payload, screen_delta
 from hz_ray.records import ArmEstimate, HourlyDelta, check_arm_id
+
+if TYPE_CHECKING:
+    from hz_ray.config import OptimizerSpec
 
 __all__ = ["ArmInfo", "IngestResult", "Ledger", "RejectedRecord", "SCHEMA_VERSION"]
 
@@ -153,7 +156,7 @@ class Ledger:
         self._num_records = 0
 
     @classmethod
-    def for_job(cls, metrics: Sequence[str], optimizer: Any) -> Ledger:
+    def for_job(cls, metrics: Sequence[str], optimizer: OptimizerSpec) -> Ledger:
         """The ledger of a job: its metrics and its ``optimizer`` spec's ledger settings.
 
         Args:

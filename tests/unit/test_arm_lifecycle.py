@@ -254,7 +254,7 @@ class SlowStopPlatform:
         last = math.floor(self.clock.now_hours())  # hours that are over
         if end < math.inf:
             last = min(last, math.ceil(end))
-        return [h for h in range(math.floor(start), last)]
+        return list(range(math.floor(start), last))
 
     def fetch(self, arm_id, since_hour):
         return [HourlyReading(arm_id, h, m, GroupStats(1.01, 1.0, 10_000),

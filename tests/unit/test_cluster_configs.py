@@ -111,12 +111,16 @@ def check_click(group: click.Group, program: str, tokens: list[str],
     command: click.Command = group
     path = [program]
     args = list(tokens)
+    # Contexts chained as click chains them, so a subcommand inherits its group's settings (its
+    # help option names among them): click caches each command's help option on first use, and
+    # a parentless context would cache one without ``-h`` for the whole process.
+    ctx = click.Context(group, info_name=program, **group.context_settings)
     while isinstance(command, click.Group):
         assert args and not args[0].startswith("-"), f"{where}: {' '.join(path)} needs a command"
         sub = command.commands.get(args[0])
         assert sub is not None, f"{where}: {' '.join(path)} has no command {args[0]!r}"
         command, path, args = sub, [*path, args.pop(0)], args
-    ctx = click.Context(command, info_name=path[-1])
+        ctx = click.Context(command, info_name=path[-1], parent=ctx, **command.context_settings)
     try:
         values, leftover, _ = command.make_parser(ctx).parse_args(args)
     except click.UsageError as exc:
@@ -265,6 +269,19 @@ def test_the_command_checker_accepts_the_cli_interface():
     paths = {c.path for c in check_lines(lines, "test")}
     assert {("hz-ray", n) for n in ("run", "validate", "status", "stop", "report", "replay")} \
         <= paths
+
+
+def test_checking_a_command_line_leaves_the_clis_short_help_flag_working(monkeypatch, capsys):
+    """Regression: the checker once parsed with a context that had no parent, so click cached a
+    help option with only ``--help`` on the subcommand, and ``hz-ray replay -h`` then failed for
+    the rest of the process (a CI run that ordered this file before test_cli.py)."""
+    from hz_ray.cli import main
+    from hz_ray.cli.folder_commands import replay_command
+
+    monkeypatch.setattr(replay_command, "_help_option", None)  # click's per-command cache
+    check_lines(["hz-ray replay d"], "test")
+    assert main(["replay", "-h"]) == 0
+    assert capsys.readouterr().out.startswith("Usage: hz-ray replay")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -31,7 +31,9 @@ ended while the refit ran count). These calls are in process, so they include th
 locks and the GIL contention with the refit thread, not a Ray call's hop.
 
 The parent fits ``log t = a + k log n`` by least squares for each timing (k with its standard
-error) and extrapolates where the plan age (refit + plan) passes 60 s and one job hour.
+error) and extrapolates where the plan age passes 60 s and one job hour. The plan age
+(``plan_age_s``) is refit + condition + plan: what a fresh plan after a refit waits for,
+the factorization of the training covariance included.
 ``--worker-rss`` measures a fresh interpreter that imports ``actors.arm_worker``.
 ``--ray-latency 500,2000`` also times samples the way a worker sees them: a Ray actor in its
 own process calls the central actor (``actors.posterior``, populated with
@@ -167,6 +169,7 @@ def measure(n: int, samples: int, pause_s: float, out_dir: Path) -> dict[str, An
         if failure:
             raise failure[0]
         row.update(timings)
+        row["plan_age_s"] = timings["refit_s"] + timings["condition_s"] + timings["plan_s"]
         row["rss_after_refit_plan_mb"] = _mb(rss_bytes())
         row["peak_rss_refit_plan_mb"] = max(phase_peaks.values(), default=0.0)
         row.update({f"peak_rss_{phase}_mb": mb for phase, mb in phase_peaks.items()})
@@ -348,8 +351,8 @@ def crossing(fits: list[dict[str, Any]], limit_s: float) -> float | None:
 def summarize(results: dict[str, Any]) -> None:
     """Fits over all sizes and over the largest 3 and 2; where the plan age crosses limits.
 
-    The plan age is refit + plan time. The fit over all sizes averages a slope that steepens
-    with n; the fit over the largest sizes is the nearer guide to extrapolate from.
+    The plan age is refit + condition + plan time. The fit over all sizes averages a slope that
+    steepens with n; the fit over the largest sizes is the nearer guide to extrapolate from.
     """
     rows = sorted((r for r in results["rows"] if "refit_s" in r),
                   key=lambda r: r["observed_arms"])
@@ -361,8 +364,8 @@ def summarize(results: dict[str, Any]) -> None:
             continue
         fits = {key: fit_power(subset, key) for key in keys}
         results["fits"][label] = fits
-        if fits["refit_s"] and fits["plan_s"]:
-            parts = [fits["refit_s"], fits["plan_s"]]
+        if fits["refit_s"] and fits["condition_s"] and fits["plan_s"]:
+            parts = [fits["refit_s"], fits["condition_s"], fits["plan_s"]]
             results["plan_age_crossing_n"][label] = {"60s": crossing(parts, 60.0),
                                                      "3600s": crossing(parts, 3600.0)}
 

@@ -126,6 +126,26 @@ def test_a_fit_on_a_subset_predicts_nearly_as_well_as_the_full_fit(monkeypatch):
     assert rmse_subset < 1.5 * rmse_full + 1e-5
 
 
+def test_only_a_fit_on_a_subset_stops_at_the_looser_tolerance(monkeypatch):
+    """Fits on all points keep scipy's default tolerance; subset fits use SUBSET_FIT_FTOL."""
+    seen: list[object] = []
+    real = surrogate_module.fit_gpytorch_mll
+
+    def recording(mll, **kwargs):
+        seen.append(kwargs.get("optimizer_kwargs"))
+        return real(mll, **kwargs)
+
+    monkeypatch.setattr(surrogate_module, "fit_gpytorch_mll", recording)
+    gen = torch.Generator().manual_seed(6)
+    X = torch.rand(80, 2, generator=gen, dtype=DT)
+    Y = (_lift(X) + 0.002 * torch.randn(80, generator=gen, dtype=DT)).unsqueeze(-1)
+    Yvar = torch.full((80, 1), 4e-6, dtype=DT)
+    Surrogate(["a"], dim=2).update(X, Y, Yvar)
+    monkeypatch.setattr(surrogate_module, "FIT_POINTS_LIMIT", 60)
+    Surrogate(["a"], dim=2).update(X, Y, Yvar)
+    assert seen == [None, {"options": {"ftol": surrogate_module.SUBSET_FIT_FTOL}}]
+
+
 def _brute_force_recommendation(opt: Optimizer) -> str:
     """The readout's rule over every arm's full assessment (the pre-lazy implementation)."""
     o = opt.config.optimizer

@@ -334,3 +334,30 @@ def test_a_stop_whose_retirement_was_lost_is_not_served_again_on_resume(setup):
     launched = [arm for what, arm in after.calls if what == "launch"]
     assert launched[:1] == [aid(0)] and aid(0) not in launched[1:]  # one refused launch
     assert [a.arm_id for a in state.arms][:2] == [aid(0), aid(1)]
+
+
+def test_an_arm_is_registered_in_the_hour_it_is_launched_not_the_hour_its_loop_began(tmp_path):
+    """Regression (7-day soak): after a node kill a slot's central calls took about 4 job
+    hours; the hourly step then launched its next arm with the hour read before them, so the
+    arm's data window began 4 hours before the platform served it, and an injected reading
+    for one of those hours was accepted."""
+    from hz_ray.clock import SimClock
+    from hz_ray.storage import EventLog
+
+    config = two_metric_config("stale", slots=1, max_hours=2)
+    clock = SimClock()
+    service = PosteriorService(config, tmp_path, job_id=JOB, background=False)
+    try:
+        runner = ArmSlotRunner(0, service, RecordedBackend([], clock), clock, config.arms,
+                               config.metrics, FAST)
+        runner.start()
+        clock.advance(4.3)  # the loop read hour 0, then its calls took 4.3 hours
+        runner.try_launch(0)
+        arm = runner.current
+        assert arm is not None and arm.launched_hour == 4
+        rows = EventLog(tmp_path / "log").read().to_pylist()
+        assert [e["hour"] for e in rows if e["kind"] == "arm_registered"] == [4]
+        assert [e["hour"] for e in rows if e["kind"] == "arm_state"
+                and e["arm_id"] == arm.arm_id] == [4, 4]  # launching, live
+    finally:
+        service.close()

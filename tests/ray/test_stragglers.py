@@ -49,7 +49,12 @@ def test_stragglers_do_not_slow_the_other_slots(ray_session, tmp_path):
         assert max(stats.tick_lag_s) < SECONDS_PER_HOUR
     # the straggler is slow (every fetch blocks 0.3 s) and its data come late...
     assert percentile(straggler.cycle_s, 50) >= FETCH_DELAY_S
-    assert [launched for _, launched, _, _ in straggler.arms][:3] == schedule[:3]
+    # ... and its launches keep the schedule up to its own slow calls: a pass whose fetches
+    # run past the hour launches the next arm in the next hour, and registers it there
+    launches = [launched for _, launched, _, _ in straggler.arms][:3]
+    assert len(launches) == 3, launches
+    assert all(due <= launched <= due + 1
+               for due, launched in zip(schedule[:3], launches, strict=True)), launches
     arms = run.result.arms
     for stats in others:
         first = stats.arms[0][0]

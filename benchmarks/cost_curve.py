@@ -73,14 +73,30 @@ def _mb(value: float) -> float:
     return value / 2**20
 
 
+def populate(service: Any, n: int) -> None:
+    """Hand out, report (6 hours x 4 metrics, seeded by ``n``) and retire ``n`` arms.
+
+    Slots 0..7 stay free for the sampler; the world is ``benchmarks/system.py``'s.
+    """
+    from system import observations
+
+    from hz_ray.service.messages import Report
+
+    rng = np.random.default_rng(n)
+    for slot in range(8, n + 8):
+        reply = service.sample(slot, 0, 0)
+        deltas = observations(reply.arm_id, dict(reply.params), HOURS, rng)
+        service.report(Report(slot, HOURS, reply.arm_id, tuple(deltas)))
+        service.retire(slot, reply.arm_id, "done", HOURS)
+    service.commit()
+
+
 def measure(n: int, samples: int, pause_s: float, out_dir: Path) -> dict[str, Any]:
     """Build a service with ``n`` observed arms and time its pieces (run in a child)."""
-    from system import METRICS, bench_config, observations
+    from system import METRICS, bench_config
 
-    from hz_ray.records import HourlyDelta
     from hz_ray.service.arm_states import STOPPED
     from hz_ray.service.memory import peak_rss_bytes, rss_bytes
-    from hz_ray.service.messages import Report
     from hz_ray.service.posterior import PosteriorService
     from hz_ray.torch_threads import torch_threads
 
@@ -91,15 +107,8 @@ def measure(n: int, samples: int, pause_s: float, out_dir: Path) -> dict[str, An
         service = PosteriorService(config, out_dir / f"cost-{n}", job_id=f"cost-{n}",
                                    background=False, durable_reports=False)
         row["rss_start_mb"] = _mb(rss_bytes())
-        rng = np.random.default_rng(n)
         t0 = time.perf_counter()
-        for slot in range(8, n + 8):  # slots 0..7 stay free for the sampler
-            reply = service.sample(slot, 0, 0)
-            deltas: list[HourlyDelta] = observations(reply.arm_id, dict(reply.params), HOURS,
-                                                     rng)
-            service.report(Report(slot, HOURS, reply.arm_id, tuple(deltas)))
-            service.retire(slot, reply.arm_id, "done", HOURS)
-        service.commit()
+        populate(service, n)
         row["populate_s"] = time.perf_counter() - t0
         row["records"] = service.status().num_records
         row["rss_after_populate_mb"] = _mb(rss_bytes())

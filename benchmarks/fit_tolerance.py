@@ -30,32 +30,24 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
-HOURS = 6
 
 
 def training_data(arms: int) -> tuple[Any, Any, Any]:
     """``(X, Y, Yvar)`` of a service with ``arms`` observed arms, as cost_curve builds it."""
-    from system import bench_config, observations
+    from cost_curve import CANDIDATES, MIN_BUCKET, populate
+    from system import bench_config
 
-    from hz_ray.service.messages import Report
     from hz_ray.service.posterior import PosteriorService
 
-    config = bench_config(f"ftol-{arms}", slots=arms + 8, bucket=max(4096 - arms, 256))
+    config = bench_config(f"ftol-{arms}", slots=arms + 8,
+                          bucket=max(CANDIDATES - arms, MIN_BUCKET))
     with tempfile.TemporaryDirectory() as tmp:
         service = PosteriorService(config, Path(tmp) / "job", job_id=f"ftol-{arms}",
                                    background=False, durable_reports=False)
-        rng = np.random.default_rng(arms)
-        for slot in range(8, arms + 8):
-            reply = service.sample(slot, 0, 0)
-            deltas = observations(reply.arm_id, dict(reply.params), HOURS, rng)
-            service.report(Report(slot, HOURS, reply.arm_id, tuple(deltas)))
-            service.retire(slot, reply.arm_id, "done", HOURS)
-        service.commit()
+        populate(service, arms)
         with service._gp_lock:
             service._drain()
             view = service._rebuilder.reader.view()

@@ -168,8 +168,9 @@ class SlotState:
         slot: The slot.
         next_seq: Counter of the slot's next arm.
         arms: Every arm the slot ran, in launch order (the live one last).
-        last_hour: The newest job hour the service heard of (-1: none), so a
-            slot resumed after a pause still polls arms that were within
+        last_hour: The hour the slot's arms were last polled (its last report,
+            or the newest hour of the job's previous life; -1: none), so a slot
+            resumed after a pause still polls arms that were within
             ``late_data_hours`` of their stop when the job paused.
     """
 

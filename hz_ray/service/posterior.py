@@ -224,6 +224,9 @@ class PosteriorService:
         self._samples_served = 0
         self._driver = driver
         self._slot_report_hours: dict[int, int] = {}
+        # The newest hour the job's previous life reached: until a slot reports in this
+        # life, that is when its arms were last polled (see slot_state).
+        self._restored_hour = self._state.max_hour if restored else -1
 
         self.telemetry = Telemetry(config.name)
         self.telemetry.record_job(self.job_id, config_fingerprint(config), config.constraints)
@@ -574,11 +577,21 @@ class PosteriorService:
         return False
 
     def slot_state(self, slot: int) -> SlotState:
-        """Everything a (re)starting slot needs to continue ``slot``."""
+        """Everything a (re)starting slot needs to continue ``slot``.
+
+        Its ``last_hour`` is the hour the slot's arms were last polled: the hour
+        of the slot's last report to this service, or, before its first report
+        in this life of the service, the newest hour of the job's previous life
+        (-1 for a new job). Not the newest hour heard of from anyone: after a
+        resume the driver's readout and the other slots run ahead of a slot whose
+        worker comes up late, and its stopped arms must still be polled for what
+        the platform published while the job was down.
+        """
         self._check_slot(slot)
         with self._lock:
             arms = tuple(a for a in self._state.arms.values() if a.slot == slot)
-            return SlotState(slot, self._state.next_seq[slot], arms, self._state.max_hour)
+            last_polled = self._slot_report_hours.get(slot, self._restored_hour)
+            return SlotState(slot, self._state.next_seq[slot], arms, last_polled)
 
     def _check_slot(self, slot: int) -> None:
         if isinstance(slot, bool) or not isinstance(slot, int) \

@@ -361,3 +361,57 @@ def test_an_arm_is_registered_in_the_hour_it_is_launched_not_the_hour_its_loop_b
                 and e["arm_id"] == arm.arm_id] == [4, 4]  # launching, live
     finally:
         service.close()
+
+
+def test_a_resumed_slot_polls_a_stopped_arm_for_the_data_published_while_the_job_was_down(
+        tmp_path):
+    """Regression (Ray tier, on a busy box): after a resume the driver's hourly readout, or
+    another slot, reported a later hour before this slot's worker came up. The slot took
+    that hour as the hour the job had paused, found its stopped arm past its late-data
+    window, and never fetched the hour the platform published during the pause."""
+    import dataclasses
+
+    from hz_ray.backends.recorded import Publication
+    from hz_ray.clock import SimClock
+    from hz_ray.local import LocalScheduler
+    from tests.support import reading
+
+    base = two_metric_config("pause", slots=1, max_hours=3)
+    config = dataclasses.replace(base, arms=dataclasses.replace(
+        base.arms, late_data_hours=3, contender_stop_share=0.0))
+    rng = __import__("random").Random(0)
+    first = arm_id_for(JOB, 0, 0)
+    # hours 0-1 come at once; hour 2 (the last one served) is published at hour 5,
+    # while the job is down
+    pubs = [Publication(h + 1 if h < 2 else 5, reading(first, h, m, rng))
+            for h in range(3) for m in ("views", "likes")]
+    clock = SimClock()
+    backend = RecordedBackend(pubs, clock)
+
+    def life(restore: bool, hours: range, readout_first: int | None = None) -> None:
+        service = PosteriorService(config, tmp_path, job_id=JOB, restore=restore,
+                                   background=False, plan_on_demand=True)
+        try:
+            if readout_first is not None:  # the driver's readout ran before the slot's start
+                service.hour_progress(readout_first)
+            runner = ArmSlotRunner(0, service, backend, clock, config.arms, config.metrics,
+                                   FAST)
+            scheduler = LocalScheduler(service, [runner])
+            scheduler.start()
+            for hour in hours:
+                if hour > clock.now_hours():
+                    clock.advance(hour - clock.now_hours())
+                scheduler.step(hour)
+        finally:
+            service.close()
+
+    life(False, range(0, 4))          # the arm serves hours 0-2 and stops at 3
+    clock.advance(5.0)                # down for 5 hours; hour 2 is published at 5
+    life(True, range(8, 10), readout_first=8)
+    state = PosteriorService(config, tmp_path, job_id=JOB, restore=True, background=False)
+    try:
+        arm = {a.arm_id: a for a in state.arm_summaries()}[first]
+        assert (arm.launched_hour, arm.stopped_hour) == (0, 3)
+        assert arm.hours_observed == 3  # hour 2 included
+    finally:
+        state.close()

@@ -28,6 +28,8 @@ from hz_ray.backends import make_world
 from hz_ray.backends.journal import audit_journal
 from hz_ray.storage import EventLog
 
+#: Samples in one monitor hour from which the hour counts as a burst (slots launching at once).
+BURST_SAMPLES = 16
 Key = tuple[str, str, int]
 
 
@@ -137,7 +139,13 @@ def analyse(folder: Path, report: Mapping[str, Any], schedule: Sequence[Any], *,
         for hour, value in series:
             per_day[_day(hour, days)][f"{who}_rss_mb"] = round(value / 2**20, 1)
     growth = {who: _growth(series) for who, series in rss.items()}
-    lat = [x for s in _lines(folder / "latency.jsonl") for x in s["sample_s"]]
+    registered = sorted(int(e["hour"]) for e in events if e["kind"] == "arm_registered")
+    latency_hours = _lines(folder / "latency.jsonl")
+    lat = [x for s in latency_hours for x in s["sample_s"]]
+    in_bursts = [x for s in latency_hours if len(s["sample_s"]) >= BURST_SAMPLES
+                 for x in s["sample_s"]]
+    calm = [x for s in latency_hours if len(s["sample_s"]) < BURST_SAMPLES
+            for x in s["sample_s"]]
     run = {
         "seed": seed, "faulty": faulty, "hours": hours, "slots": slots, "days": days,
         "lives": lives, "exit_codes": list(codes), "completed": completed,
@@ -163,6 +171,8 @@ def analyse(folder: Path, report: Mapping[str, Any], schedule: Sequence[Any], *,
         "sample_p50_ms": None if not lat else round(1000 * _pct(lat, 0.5), 2),
         "sample_p99_ms": None if not lat else round(1000 * _pct(lat, 0.99), 2),
         "samples": len(lat),
+        "sample_ms_in_bursts": _latency_ms(in_bursts), "sample_ms_calm": _latency_ms(calm),
+        "central_lives": central_lives(samples, registered),
         "recommended": final.get("recommended"), "gain_pct": gain(final.get("params")),
         "arms": final.get("arms"), "per_day": [dict(d) for d in per_day],
     }
@@ -172,6 +182,50 @@ def analyse(folder: Path, report: Mapping[str, Any], schedule: Sequence[Any], *,
                      and run["faults_survived"] == run["faults_injected"]
                      and run["published"] == run["accepted"] + run["quarantined"])
     return run
+
+
+def _latency_ms(values: Sequence[float]) -> dict[str, Any]:
+    """Count, p50 and p99 (ms) of sample latencies (s)."""
+    return {"n": len(values),
+            "p50": None if not values else round(1000 * _pct(values, 0.5), 1),
+            "p99": None if not values else round(1000 * _pct(values, 0.99), 1)}
+
+
+def central_lives(samples: Sequence[Mapping[str, Any]],
+                  registered: Sequence[int]) -> list[dict[str, Any]]:
+    """The central actor's lives as the hourly monitor saw them (one per process id).
+
+    Each life: the job hour of its first sample, the job hours before it with no
+    central actor (it was restarting), the arms registered by then, and its RSS
+    (MB) at its first sample, at its first sample two or more hours in, and at
+    its last. A leak shows as RSS growing within a life beyond what a fresh
+    life restored with the same arms starts at; RSS that follows the arms does not.
+
+    Args:
+        samples: The monitor's rows (``hour``, ``central_pid``, ``central_rss`` in bytes).
+        registered: The registration hour of every arm in the log, sorted.
+    """
+    lives: list[dict[str, Any]] = []
+    down_since: float | None = None
+    for s in samples:
+        pid, rss = s.get("central_pid"), s.get("central_rss")
+        if pid is None or not rss:
+            down_since = s["hour"] if down_since is None else down_since
+            continue
+        mb = round(rss / 1e6, 1)
+        if not lives or lives[-1]["pid"] != pid:
+            lives.append({"pid": pid, "from_hour": round(s["hour"], 1),
+                          "down_hours": None if down_since is None
+                          else round(s["hour"] - down_since, 1),
+                          "arms": sum(1 for h in registered if h <= s["hour"]),
+                          "rss_first_mb": mb, "rss_2h_mb": None, "rss_last_mb": mb,
+                          "last_hour": round(s["hour"], 1)})
+        life = lives[-1]
+        if life["rss_2h_mb"] is None and s["hour"] >= life["from_hour"] + 2:
+            life["rss_2h_mb"] = mb
+        life["rss_last_mb"], life["last_hour"] = mb, round(s["hour"], 1)
+        down_since = None
+    return lives
 
 
 def _growth(series: Sequence[tuple[float, int]]) -> float | None:
@@ -270,6 +324,21 @@ def render(runs: Sequence[Mapping[str, Any]], args: argparse.Namespace, argv: st
               f"{r['rss_growth_after_day1']['central']} / {r['rss_growth_after_day1']['worker']}",
               f"{r['sample_p50_ms']} / {r['sample_p99_ms']}", r["recommended"],
               round(r["gain_pct"], 3)]]))
+        lives = r.get("central_lives") or []
+        if lives:
+            parts.append("Central actor, life by life (a new process after each kill; RSS in "
+                         "MB, 10^6 bytes):")
+            parts.append(_md(["life", "from hour", "hours down before", "arms registered",
+                              "RSS first", "RSS 2 h in", "RSS last (hour)"],
+                             [[i + 1, x["from_hour"], x["down_hours"], x["arms"],
+                               x["rss_first_mb"], x["rss_2h_mb"],
+                               f"{x['rss_last_mb']} ({x['last_hour']})"]
+                              for i, x in enumerate(lives)]))
+        b, c = r.get("sample_ms_in_bursts"), r.get("sample_ms_calm")
+        if b and c:
+            parts.append(f"Sample latency in hours when {BURST_SAMPLES} or more slots "
+                         f"sampled: n {b['n']}, p50 {b['p50']} ms, p99 {b['p99']} ms; in the "
+                         f"other hours: n {c['n']}, p50 {c['p50']} ms, p99 {c['p99']} ms.")
         parts.append(_md(["fault", "injected", "survived"],
                          [[k, v[0], v[1]] for k, v in r["faults"].items()]))
         if r["faults_skipped"]:
@@ -285,3 +354,29 @@ def render(runs: Sequence[Mapping[str, Any]], args: argparse.Namespace, argv: st
                            f"{100 * (1 - a['gain_pct'] / b['gain_pct']):.1f}%"]
                           for a, b in paired]))
     return "\n\n".join(parts) + "\n"
+
+
+def folder_summary(folder: Path) -> dict[str, Any]:
+    """The central actor's lives and the sample latency split of one run folder (no platform
+    report needed): ``python benchmarks/soak_report.py FOLDER...``."""
+    events = EventLog(folder / "run" / "log").read().select(["kind", "hour"]).to_pylist()
+    registered = sorted(int(e["hour"]) for e in events if e["kind"] == "arm_registered")
+    latency_hours = _lines(folder / "latency.jsonl")
+    return {
+        "folder": folder.name,
+        "central_lives": central_lives(_lines(folder / "samples.jsonl"), registered),
+        "sample_ms": _latency_ms([x for s in latency_hours for x in s["sample_s"]]),
+        "sample_ms_in_bursts": _latency_ms([x for s in latency_hours
+                                            if len(s["sample_s"]) >= BURST_SAMPLES
+                                            for x in s["sample_s"]]),
+        "sample_ms_calm": _latency_ms([x for s in latency_hours
+                                       if len(s["sample_s"]) < BURST_SAMPLES
+                                       for x in s["sample_s"]]),
+    }
+
+
+if __name__ == "__main__":
+    import sys
+
+    for name in sys.argv[1:]:
+        print(json.dumps(folder_summary(Path(name))))

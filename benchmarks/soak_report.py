@@ -197,8 +197,8 @@ def central_lives(samples: Sequence[Mapping[str, Any]],
 
     Each life: the job hour of its first sample, the job hours before it with no
     central actor (it was restarting), the arms registered by then, and its RSS
-    (MB) at its first sample, at its first sample two or more hours in, and at
-    its last. A leak shows as RSS growing within a life beyond what a fresh
+    (MB) at its first sample, at its first sample two or more hours in, its
+    largest, and at its last. A leak shows as RSS growing within a life beyond what a fresh
     life restored with the same arms starts at; RSS that follows the arms does not.
 
     Args:
@@ -218,12 +218,13 @@ def central_lives(samples: Sequence[Mapping[str, Any]],
                           "down_hours": None if down_since is None
                           else round(s["hour"] - down_since, 1),
                           "arms": sum(1 for h in registered if h <= s["hour"]),
-                          "rss_first_mb": mb, "rss_2h_mb": None, "rss_last_mb": mb,
-                          "last_hour": round(s["hour"], 1)})
+                          "rss_first_mb": mb, "rss_2h_mb": None, "rss_max_mb": mb,
+                          "rss_last_mb": mb, "last_hour": round(s["hour"], 1)})
         life = lives[-1]
         if life["rss_2h_mb"] is None and s["hour"] >= life["from_hour"] + 2:
             life["rss_2h_mb"] = mb
         life["rss_last_mb"], life["last_hour"] = mb, round(s["hour"], 1)
+        life["rss_max_mb"] = max(life["rss_max_mb"], mb)
         down_since = None
     return lives
 
@@ -329,9 +330,9 @@ def render(runs: Sequence[Mapping[str, Any]], args: argparse.Namespace, argv: st
             parts.append("Central actor, life by life (a new process after each kill; RSS in "
                          "MB, 10^6 bytes):")
             parts.append(_md(["life", "from hour", "hours down before", "arms registered",
-                              "RSS first", "RSS 2 h in", "RSS last (hour)"],
+                              "RSS first", "RSS 2 h in", "RSS max", "RSS last (hour)"],
                              [[i + 1, x["from_hour"], x["down_hours"], x["arms"],
-                               x["rss_first_mb"], x["rss_2h_mb"],
+                               x["rss_first_mb"], x["rss_2h_mb"], x["rss_max_mb"],
                                f"{x['rss_last_mb']} ({x['last_hour']})"]
                               for i, x in enumerate(lives)]))
         b, c = r.get("sample_ms_in_bursts"), r.get("sample_ms_calm")

@@ -12,7 +12,7 @@ def _row(hour, pid, mb):
 
 
 def test_each_central_process_is_one_life_with_the_hours_down_before_it():
-    samples = [_row(0.0, 11, 400), _row(1.0, 11, 410), _row(2.0, 11, 430), _row(3.0, 11, 450),
+    samples = [_row(0.0, 11, 400), _row(1.0, 11, 410), _row(2.0, 11, 460), _row(3.0, 11, 450),
                _row(4.0, None, None), _row(5.0, None, None),        # killed, restarting
                _row(6.0, 22, 470), _row(7.0, 22, 480), _row(8.5, 22, 520)]
     registered = [0, 0, 2, 5, 6, 7]
@@ -20,8 +20,8 @@ def test_each_central_process_is_one_life_with_the_hours_down_before_it():
     assert [(x["pid"], x["from_hour"], x["down_hours"]) for x in lives] == [
         (11, 0.0, None), (22, 6.0, 2.0)]
     assert [x["arms"] for x in lives] == [2, 5]          # registered by each life's start
-    assert [(x["rss_first_mb"], x["rss_2h_mb"], x["rss_last_mb"]) for x in lives] == [
-        (400.0, 430.0, 450.0), (470.0, 520.0, 520.0)]
+    assert [(x["rss_first_mb"], x["rss_2h_mb"], x["rss_max_mb"], x["rss_last_mb"])
+            for x in lives] == [(400.0, 460.0, 460.0, 450.0), (470.0, 520.0, 520.0, 520.0)]
     assert [x["last_hour"] for x in lives] == [3.0, 8.5]
 
 

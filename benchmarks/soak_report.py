@@ -139,13 +139,8 @@ def analyse(folder: Path, report: Mapping[str, Any], schedule: Sequence[Any], *,
         for hour, value in series:
             per_day[_day(hour, days)][f"{who}_rss_mb"] = round(value / 2**20, 1)
     growth = {who: _growth(series) for who, series in rss.items()}
-    registered = sorted(int(e["hour"]) for e in events if e["kind"] == "arm_registered")
-    latency_hours = _lines(folder / "latency.jsonl")
-    lat = [x for s in latency_hours for x in s["sample_s"]]
-    in_bursts = [x for s in latency_hours if len(s["sample_s"]) >= BURST_SAMPLES
-                 for x in s["sample_s"]]
-    calm = [x for s in latency_hours if len(s["sample_s"]) < BURST_SAMPLES
-            for x in s["sample_s"]]
+    lat = [x for s in _lines(folder / "latency.jsonl") for x in s["sample_s"]]
+    monitor = _monitor_figures(folder, events)
     run = {
         "seed": seed, "faulty": faulty, "hours": hours, "slots": slots, "days": days,
         "lives": lives, "exit_codes": list(codes), "completed": completed,
@@ -171,8 +166,8 @@ def analyse(folder: Path, report: Mapping[str, Any], schedule: Sequence[Any], *,
         "sample_p50_ms": None if not lat else round(1000 * _pct(lat, 0.5), 2),
         "sample_p99_ms": None if not lat else round(1000 * _pct(lat, 0.99), 2),
         "samples": len(lat),
-        "sample_ms_in_bursts": _latency_ms(in_bursts), "sample_ms_calm": _latency_ms(calm),
-        "central_lives": central_lives(samples, registered),
+        "sample_ms_in_bursts": monitor["sample_ms_in_bursts"],
+        "sample_ms_calm": monitor["sample_ms_calm"], "central_lives": monitor["central_lives"],
         "recommended": final.get("recommended"), "gain_pct": gain(final.get("params")),
         "arms": final.get("arms"), "per_day": [dict(d) for d in per_day],
     }
@@ -357,23 +352,31 @@ def render(runs: Sequence[Mapping[str, Any]], args: argparse.Namespace, argv: st
     return "\n\n".join(parts) + "\n"
 
 
+def _monitor_figures(folder: Path, events: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The central actor's lives and the sample latency, all and split by bursts.
+
+    Args:
+        folder: A run folder (its ``samples.jsonl`` and ``latency.jsonl``).
+        events: The job's log events (at least ``kind`` and ``hour``).
+    """
+    registered = sorted(int(e["hour"]) for e in events if e["kind"] == "arm_registered")
+    hours = _lines(folder / "latency.jsonl")
+    return {
+        "central_lives": central_lives(_lines(folder / "samples.jsonl"), registered),
+        "sample_ms": _latency_ms([x for s in hours for x in s["sample_s"]]),
+        "sample_ms_in_bursts": _latency_ms([x for s in hours
+                                            if len(s["sample_s"]) >= BURST_SAMPLES
+                                            for x in s["sample_s"]]),
+        "sample_ms_calm": _latency_ms([x for s in hours if len(s["sample_s"]) < BURST_SAMPLES
+                                       for x in s["sample_s"]]),
+    }
+
+
 def folder_summary(folder: Path) -> dict[str, Any]:
     """The central actor's lives and the sample latency split of one run folder (no platform
     report needed): ``python benchmarks/soak_report.py FOLDER...``."""
     events = EventLog(folder / "run" / "log").read().select(["kind", "hour"]).to_pylist()
-    registered = sorted(int(e["hour"]) for e in events if e["kind"] == "arm_registered")
-    latency_hours = _lines(folder / "latency.jsonl")
-    return {
-        "folder": folder.name,
-        "central_lives": central_lives(_lines(folder / "samples.jsonl"), registered),
-        "sample_ms": _latency_ms([x for s in latency_hours for x in s["sample_s"]]),
-        "sample_ms_in_bursts": _latency_ms([x for s in latency_hours
-                                            if len(s["sample_s"]) >= BURST_SAMPLES
-                                            for x in s["sample_s"]]),
-        "sample_ms_calm": _latency_ms([x for s in latency_hours
-                                       if len(s["sample_s"]) < BURST_SAMPLES
-                                       for x in s["sample_s"]]),
-    }
+    return {"folder": folder.name, **_monitor_figures(folder, events)}
 
 
 if __name__ == "__main__":

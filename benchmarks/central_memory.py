@@ -35,7 +35,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-HOURS = 6
 BUCKET = 1024
 
 
@@ -78,10 +77,9 @@ def fresh(folder: Path, slots: int) -> dict[str, Any]:
 
 def long_lived(args: argparse.Namespace, folder: Path) -> list[dict[str, Any]]:
     """Grow one service by ``args.step`` arms at a time; the rows of every checkpoint."""
-    from system import observations
+    from cost_curve import populate
 
     from hz_ray.service.memory import peak_rss_bytes, release_memory, rss_bytes
-    from hz_ray.service.messages import Report
     from hz_ray.service.posterior import PosteriorService
     from hz_ray.torch_threads import torch_threads
 
@@ -94,12 +92,9 @@ def long_lived(args: argparse.Namespace, folder: Path) -> list[dict[str, Any]]:
         hour, arms, step = 0, 0, 0
         while arms < args.arms:
             began = time.perf_counter()
-            for slot in range(arms, min(arms + args.step, args.arms)):
-                reply = service.sample(slot, 0, hour)
-                deltas = observations(reply.arm_id, dict(reply.params), HOURS, rng)
-                service.report(Report(slot, hour + HOURS, reply.arm_id, tuple(deltas)))
-                service.retire(slot, reply.arm_id, "done", hour + HOURS)
-                arms += 1
+            count = min(args.step, args.arms - arms)
+            populate(service, count, first_slot=arms, hour=hour, rng=rng)
+            arms += count
             service.refresh_now()
             hour += 1
             service.hour_progress(hour)

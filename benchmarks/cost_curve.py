@@ -73,21 +73,30 @@ def _mb(value: float) -> float:
     return value / 2**20
 
 
-def populate(service: Any, n: int) -> None:
-    """Hand out, report (6 hours x 4 metrics, seeded by ``n``) and retire ``n`` arms.
+def populate(service: Any, n: int, *, first_slot: int = 8, hour: int = 0,
+             rng: np.random.Generator | None = None) -> None:
+    """Hand out, report (6 hours x 4 metrics) and retire ``n`` arms, one slot each.
 
-    Slots 0..7 stay free for the sampler; the world is ``benchmarks/system.py``'s.
+    By default slots 0..7 stay free for the sampler and the data are seeded by ``n``;
+    the world is ``benchmarks/system.py``'s.
+
+    Args:
+        service: A :class:`~hz_ray.service.posterior.PosteriorService`.
+        n: Arms to add.
+        first_slot: The first arm's slot (each arm takes the next one, seq 0).
+        hour: Job hour of the hand-outs; reports and retirements come ``HOURS`` later.
+        rng: The data's generator (default: seeded by ``n``).
     """
     from system import observations
 
     from hz_ray.service.messages import Report
 
-    rng = np.random.default_rng(n)
-    for slot in range(8, n + 8):
-        reply = service.sample(slot, 0, 0)
+    rng = np.random.default_rng(n) if rng is None else rng
+    for slot in range(first_slot, first_slot + n):
+        reply = service.sample(slot, 0, hour)
         deltas = observations(reply.arm_id, dict(reply.params), HOURS, rng)
-        service.report(Report(slot, HOURS, reply.arm_id, tuple(deltas)))
-        service.retire(slot, reply.arm_id, "done", HOURS)
+        service.report(Report(slot, hour + HOURS, reply.arm_id, tuple(deltas)))
+        service.retire(slot, reply.arm_id, "done", hour + HOURS)
     service.commit()
 
 

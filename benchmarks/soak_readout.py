@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.soak_report import gain  # noqa: E402
+from benchmarks.soak_report import gain, soak_world  # noqa: E402
 
 
 def main() -> int:
@@ -37,7 +37,6 @@ def main() -> int:
 
     import torch
 
-    from hz_ray.backends import make_world
     from hz_ray.optimizer import Optimizer
     from hz_ray.readout.folder import read_folder
     from hz_ray.torch_threads import torch_threads
@@ -74,7 +73,7 @@ def main() -> int:
           + ", ".join(f"{c.metric} >= {100 * c.min_delta:+.2f}%" for c in snap.config.constraints))
     shown = torch.argsort(gains, descending=True)[:args.top].tolist()
     shown += [i for name in args.arm for i, a in enumerate(ids) if a.endswith(name)]
-    world = make_world("value_model")
+    world = soak_world()
     print("| arm | posterior gain % | P(feasible) | true gain % "
           "| posterior mean % (sd) by metric | its own data % (s.e.) | true delta % |")
     print("|---|---|---|---|---|---|---|")

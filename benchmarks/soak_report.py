@@ -15,6 +15,7 @@ own live set.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import platform
@@ -66,11 +67,17 @@ def _pct(values: Sequence[float], q: float) -> float | None:
     return s[min(len(s) - 1, max(0, math.ceil(q * len(s)) - 1))]
 
 
+@functools.cache
+def soak_world() -> Any:
+    """The soak's value-model world (built once: its true deltas are a pure function)."""
+    return make_world("value_model")
+
+
 def gain(params: Mapping[str, float] | None) -> float:
     """True objective gain (%) of weights on the value-model world (0 for the control)."""
-    world = make_world("value_model")
     if not params:
         return 0.0
+    world = soak_world()
     return 100.0 * world.default_problem.objective_value(world.true_deltas(dict(params)))
 
 
@@ -139,7 +146,6 @@ def analyse(folder: Path, report: Mapping[str, Any], schedule: Sequence[Any], *,
         for hour, value in series:
             per_day[_day(hour, days)][f"{who}_rss_mb"] = round(value / 2**20, 1)
     growth = {who: _growth(series) for who, series in rss.items()}
-    lat = [x for s in _lines(folder / "latency.jsonl") for x in s["sample_s"]]
     monitor = _monitor_figures(folder, events)
     run = {
         "seed": seed, "faulty": faulty, "hours": hours, "slots": slots, "days": days,
@@ -163,9 +169,9 @@ def analyse(folder: Path, report: Mapping[str, Any], schedule: Sequence[Any], *,
         "faults_skipped": dict(sorted(skipped.items())),
         "rss_growth_after_day1": growth,
         "rss_mb_last": {w: round(s[-1][1] / 2**20, 1) if s else None for w, s in rss.items()},
-        "sample_p50_ms": None if not lat else round(1000 * _pct(lat, 0.5), 2),
-        "sample_p99_ms": None if not lat else round(1000 * _pct(lat, 0.99), 2),
-        "samples": len(lat),
+        "sample_p50_ms": monitor["sample_ms"]["p50"],
+        "sample_p99_ms": monitor["sample_ms"]["p99"],
+        "samples": monitor["sample_ms"]["n"],
         "sample_ms_in_bursts": monitor["sample_ms_in_bursts"],
         "sample_ms_calm": monitor["sample_ms_calm"], "central_lives": monitor["central_lives"],
         "recommended": final.get("recommended"), "gain_pct": gain(final.get("params")),
@@ -373,10 +379,15 @@ def _monitor_figures(folder: Path, events: Sequence[Mapping[str, Any]]) -> dict[
 
 
 def folder_summary(folder: Path) -> dict[str, Any]:
-    """The central actor's lives and the sample latency split of one run folder (no platform
-    report needed): ``python benchmarks/soak_report.py FOLDER...``."""
-    events = EventLog(folder / "run" / "log").read().select(["kind", "hour"]).to_pylist()
-    return {"folder": folder.name, **_monitor_figures(folder, events)}
+    """The central actor's lives, the sample latency split and every hourly readout (with its
+    true gain) of one run folder, no platform report needed:
+    ``python benchmarks/soak_report.py FOLDER...``."""
+    events = EventLog(folder / "run" / "log").read().select(
+        ["kind", "hour", "arm_id", "params_json"]).to_pylist()
+    readouts = [{"hour": e["hour"], "arm_id": e["arm_id"],
+                 "true_gain_pct": round(gain(json.loads(e["params_json"] or "{}")), 3)}
+                for e in events if e["kind"] == "recommendation"]
+    return {"folder": folder.name, **_monitor_figures(folder, events), "readouts": readouts}
 
 
 if __name__ == "__main__":

@@ -483,13 +483,13 @@ class ArmSlotRunner:
         platform (its stop has not succeeded) or a lifecycle step of it has not
         reached the central service.
         """
+        # The caller's hour was read before its own calls, which can take hours (the central
+        # service unreachable after a node loss): decide, register and launch in the hour it
+        # is now, or the arm's data window would begin before the platform serves it.
+        hour = max(hour, math.floor(self.clock.now_hours() + _EPS_HOURS))
         if self.current is not None or self.stopping or self._outbox \
                 or hour < self._no_launch_before_hour:
             return
-        # The caller's hour was read before its own calls, which can take hours (the central
-        # service unreachable after a node loss): register and launch in the hour it is now,
-        # or the arm's data window would begin before the platform serves it.
-        hour = max(hour, math.floor(self.clock.now_hours() + _EPS_HOURS))
         seq = self.next_seq
         began = time.perf_counter()
         reply = self._port_try("sample", lambda: self.port.sample(self.slot, seq, hour))

@@ -415,3 +415,28 @@ def test_a_resumed_slot_polls_a_stopped_arm_for_the_data_published_while_the_job
         assert arm.hours_observed == 3  # hour 2 included
     finally:
         state.close()
+
+
+def test_a_launch_held_back_until_the_next_hour_goes_ahead_when_that_hour_has_come(tmp_path):
+    """A failed launch holds the slot's next launch until the next hour; a caller whose
+    hour was read before its calls ran into that hour must not be held back by it."""
+    from hz_ray.clock import SimClock
+
+    config = two_metric_config("held", slots=1, max_hours=2)
+    clock = SimClock()
+    backend = FlakyBackend(RecordedBackend([], clock), {("launch", aid(0)): 3})
+    service = PosteriorService(config, tmp_path, job_id=JOB, background=False)
+    try:
+        runner = ArmSlotRunner(0, service, backend, clock, config.arms, config.metrics, FAST)
+        runner.start()
+        runner.try_launch(0)  # all 3 attempts fail: stopped, and held until hour 1
+        assert runner.current is None or not runner.current.launched
+        runner.retry_stops(0)
+        runner.send_lifecycle(0)
+        assert not runner.stopping and not runner._outbox
+        clock.advance(1.2)    # the caller read hour 0; it is hour 1 now
+        runner.try_launch(0)
+        assert runner.current is not None and runner.current.arm_id == aid(1)
+        assert runner.current.launched_hour == 1
+    finally:
+        service.close()

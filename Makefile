@@ -32,14 +32,12 @@ demo: $(STAMP)
 	$(VENV)/bin/hz-ray demo
 
 # The unit tier runs on both cores (pytest-xdist; --dist loadfile keeps each test file on one
-# worker, so module fixtures are built once). The Ray tier runs after it, two files at a time:
-# its tests mostly wait on their jobs' clocks. Its `timing` tests (sub-second job hours, checked
-# hour by hour) flake beside any other load, so they run last, alone.
+# worker, so module fixtures are built once); the Ray tier runs alone after it: its tests time
+# stragglers and kill nodes, and flake beside a second load.
 test: $(STAMP) system-tools
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q -n 2 --dist loadfile tests/unit
-	$(PY) -m pytest -q -n 2 --dist loadfile -m "not timing" tests/ray
-	$(PY) -m pytest -q -m timing tests/ray
+	$(PY) -m pytest -q tests/ray
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

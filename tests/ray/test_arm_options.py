@@ -12,7 +12,6 @@ from tests.support import world_config
 
 
 @pytest.mark.ray
-@pytest.mark.timing
 def test_synchronous_batches_on_ray(ray_session, tmp_path):
     base = world_config("sync-ray", slots=3, max_hours=4)
     config = dataclasses.replace(base, arms=dataclasses.replace(

@@ -18,7 +18,6 @@ FETCH_DELAY_S = 0.3  # every fetch of the straggler blocks this long
 
 
 @pytest.mark.ray
-@pytest.mark.timing
 def test_stragglers_do_not_slow_the_other_slots(ray_session, tmp_path):
     config = world_config("stragglers", slots=4, max_hours=MAX_HOURS)
     factory = StragglerFactory(SimulatedFactory("smooth", seed=2), frozenset({0}),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import urllib.request
+from itertools import pairwise
 
 import pytest
 import ray
@@ -56,7 +57,7 @@ def test_stragglers_do_not_slow_the_other_slots(ray_session, tmp_path):
     assert len(launches) == 3, launches
     assert launches[0] in (0, 1), launches
     assert all(MAX_HOURS <= later - earlier <= MAX_HOURS + 1
-               for earlier, later in zip(launches, launches[1:], strict=False)), launches
+               for earlier, later in pairwise(launches)), launches
     arms = run.result.arms
     for stats in others:
         first = stats.arms[0][0]

@@ -175,7 +175,7 @@ class RayDriver:
             self.seconds_per_hour, job_namespace(self.job_id), poll_s=self.supervisor_poll_s,
             pin_to_head=(self.posterior_options or PosteriorActorOptions()).pin_to_head,
             runtime_env=(self.posterior_options or PosteriorActorOptions()).runtime_env)
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"driver_holder": self.folder.holder}
         if self.metrics_port is not None:
             kwargs["metrics_port"] = self.metrics_port
             kwargs["metrics_address"] = self.config.telemetry.host

@@ -83,7 +83,7 @@ class JobSupervisor:
         """
         from filelock import FileLock, Timeout
 
-        from hz_ray.run_folder import LOCK_FILE
+        from hz_ray.run_folder import LOCK_FILE, record_holder
 
         lock = FileLock(str(self.run_dir / LOCK_FILE))
         while not self._released.wait(self.poll_s):
@@ -93,6 +93,9 @@ class JobSupervisor:
                 continue  # the driver holds it: alive
             try:
                 if not self._released.is_set():
+                    # Recorded as the holder first: the dead driver's central actor then
+                    # refuses every 'launching' still asked of it (see is_held_by).
+                    record_holder(self.run_dir, self.job_id)
                     self.outcome = self._finish_job()
             finally:
                 lock.release()

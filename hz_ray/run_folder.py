@@ -13,7 +13,8 @@ A run folder holds::
     log/             the Parquet event log, the source of truth
     checkpoint.json  GP hyperparameters; only shortens a restart
     job.lock         held (``filelock``) by the driver for the job's life
-    driver.json      who holds the lock: the driver's pid, host name and start time
+    driver.json      who holds the lock: the holder's pid, host name and start time
+                     (the driver, or the final stops of ``hz-ray stop`` or the supervisor)
     status.json      the job as of its newest hour (:mod:`hz_ray.service.status_file`)
     telemetry.json   where it serves Prometheus metrics
 
@@ -141,10 +142,12 @@ class RunFolder:
         lock: The held lock, or ``None`` when opened read-only.
     """
 
-    def __init__(self, path: Path, identity: JobIdentity, lock: FileLock | None) -> None:
+    def __init__(self, path: Path, identity: JobIdentity, lock: FileLock | None,
+                 holder: dict[str, Any] | None = None) -> None:
         self.path = path
         self.identity = identity
         self._lock = lock
+        self.holder = holder
 
     @property
     def job_id(self) -> str:
@@ -202,13 +205,11 @@ class RunFolder:
                               "use another run_dir for a new job.") from exc
         try:
             identity = cls._identity(folder, config, resume, job_id)
-            save_checkpoint(folder / DRIVER_FILE, {
-                "pid": os.getpid(), "host": socket.gethostname(), "job_id": identity.job_id,
-                "started_s": time.time()})
+            holder = record_holder(folder, identity.job_id)
         except BaseException:
             lock.release()
             raise
-        return cls(folder, identity, lock)
+        return cls(folder, identity, lock, holder)
 
     @classmethod
     def read(cls, path: str | Path) -> RunFolder:
@@ -321,6 +322,41 @@ def job_is_running(path: str | Path) -> bool:
         return True
     lock.release()
     return False
+
+
+HOLDER_KEYS = ("pid", "host", "started_s")
+
+
+def record_holder(path: str | Path, job_id: str) -> dict[str, Any]:
+    """Write ``driver.json``: this process holds the folder's lock now (call it holding it).
+
+    Whoever takes the lock records itself, so the job's central actor can tell
+    its own driver from the final stops of ``hz-ray stop`` or the supervisor,
+    which hold the same lock after the driver died (:func:`is_held_by`).
+
+    Returns:
+        The record (``pid``, ``host``, ``job_id``, ``started_s``).
+    """
+    holder = {"pid": os.getpid(), "host": socket.gethostname(), "job_id": job_id,
+              "started_s": time.time()}
+    save_checkpoint(Path(path) / DRIVER_FILE, holder)
+    return holder
+
+
+def is_held_by(path: str | Path, holder: Mapping[str, Any]) -> bool:
+    """Whether the folder's lock is held now and ``driver.json`` names ``holder``.
+
+    False once the holder's process let go of the lock (it died) and once
+    another process took the lock and recorded itself (:func:`record_holder`).
+    A ``driver.json`` that cannot be read counts as another holder.
+    """
+    if not job_is_running(path):
+        return False
+    try:
+        current = driver_of(path)
+    except StateError:
+        return False
+    return current is not None and all(current.get(k) == holder.get(k) for k in HOLDER_KEYS)
 
 
 def driver_of(path: str | Path) -> dict[str, Any] | None:

@@ -74,6 +74,8 @@ from hz_ray.run_folder import (
     LOG_DIR_NAME,
     RunFolder,
     config_fingerprint,
+    is_held_by,
+    job_is_running,
     new_job_id,
 )
 from hz_ray.service.arm_states import LAUNCHING, STOP_FAILED, STOPPING, effective_state
@@ -141,6 +143,11 @@ class PosteriorService:
             (Ray). While it is free the driver is gone: no arm is handed out and
             none may start ``launching`` (a dead driver's actors live on for a
             moment and must not launch arms nobody will stop).
+        driver_holder: The driver's record in the folder's ``driver.json``
+            (:attr:`~hz_ray.run_folder.RunFolder.holder`). With it, the driver
+            also counts as gone once another process holds the lock (the final
+            stops of ``hz-ray stop`` or the supervisor, which record themselves
+            before they read the log).
 
     Raises:
         StateError: ``run_dir`` holds a log but ``restore`` is false.
@@ -167,6 +174,7 @@ class PosteriorService:
         optimizer_factory: OptimizerFactory | None = None,
         driver: str = "",
         driver_lock: Path | None = None,
+        driver_holder: Mapping[str, Any] | None = None,
     ) -> None:
         for name, value in (("checkpoint_interval_s", checkpoint_interval_s),
                             ("min_refresh_interval_s", min_refresh_interval_s)):
@@ -190,6 +198,7 @@ class PosteriorService:
         self._durable_reports = durable_reports
         self._optimizer_factory = optimizer_factory or Optimizer
         self._driver_lock = driver_lock
+        self._driver_holder = dict(driver_holder) if driver_holder is not None else None
 
         self._lock = threading.Lock()      # writer ledger, log appends, job state
         self._wake = threading.Event()
@@ -558,23 +567,33 @@ class PosteriorService:
         self.telemetry.record_stuck_stops(stuck)
         if self._durable_reports or state == LAUNCHING:
             self._commits.wait(ticket)
+        if state == LAUNCHING and not self._driver_alive():
+            # Asked again once 'launching' is durable: if the final stops took the folder
+            # meanwhile, they may have read the log before this arm's step, so it must not
+            # reach the platform. If the driver still holds it here, any final stops record
+            # themselves later and then read the log, which shows this arm as launching.
+            raise TransientError("No arm may be launched: the job's driver is gone (the run "
+                                 "folder's lock is free or held by its final stops).",
+                                 "The job is ending; its arms are being stopped.")
         return changed
 
     def _driver_alive(self) -> bool:
-        """False once the driver's process let go of the run folder's lock (it died)."""
+        """Whether the job's driver still holds the run folder.
+
+        False once its process let go of the lock (it died), or another process
+        took the lock (the final stops of a dead driver).
+        """
         if self._driver_lock is None:
             return True
-        from filelock import FileLock, Timeout
-
-        lock = FileLock(str(self._driver_lock))
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            return True  # held: by the driver (or by the final stops of a dead one)
-        lock.release()
-        logger.error("Job %s: the driver is gone (%s is free); no more arms are launched.",
-                     self.job_id, self._driver_lock)
-        return False
+        folder = self._driver_lock.parent
+        if self._driver_holder is not None:
+            alive = is_held_by(folder, self._driver_holder)
+        else:
+            alive = job_is_running(folder)
+        if not alive:
+            logger.error("Job %s: the driver is gone (%s is free or held by another process); "
+                         "no more arms are launched.", self.job_id, self._driver_lock)
+        return alive
 
     def slot_state(self, slot: int) -> SlotState:
         """Everything a (re)starting slot needs to continue ``slot``.

@@ -18,6 +18,11 @@ each arm that may still be served:
   (``stopped``) or the deadline passes; each failed attempt is logged as
   ``stop_failed`` and the arm stays ``stopping``, for the next reconcile.
 
+When the job's actors may still be dying (``settle_s``), an arm found
+``launching`` may have its launch call still on its way to the platform, where
+it could land after the stop (a stop of an arm the platform does not know is a
+no-op). Such arms are stopped once more after the settle wait.
+
 Each arm's events are committed (one Parquet part) as soon as its outcome is
 known, so a kill in the middle loses nothing and a rerun carries on.
 """
@@ -27,13 +32,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from hz_ray.backends.base import ArmBackend
 from hz_ray.run_folder import LOG_DIR_NAME
 from hz_ray.service.arm_states import (
     HANDED_OFF,
+    LAUNCHING,
     PROPOSED,
     STOP_FAILED,
     STOPPED,
@@ -62,6 +68,8 @@ class ReconcileReport:
         stuck: ``(arm_id, last error)`` of arms whose stop kept failing until the
             deadline: still ``stopping`` in the log; run the reconcile again.
         already_settled: Arms that were stopped (or handed off) before.
+        stopped_again: Arms found ``launching`` and stopped once more after the
+            settle wait (their launch may have been in flight at the first stop).
     """
 
     stopped: tuple[str, ...] = ()
@@ -70,6 +78,7 @@ class ReconcileReport:
     readopted: tuple[str, ...] = ()
     stuck: tuple[tuple[str, str], ...] = ()
     already_settled: int = 0
+    stopped_again: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -85,6 +94,8 @@ class ReconcileReport:
             parts.append(f"handed off (still live): {', '.join(self.handed_off)}")
         if self.readopted:
             parts.append(f"{len(self.readopted)} re-adopted")
+        if self.stopped_again:
+            parts.append(f"{len(self.stopped_again)} stopped again (launch maybe in flight)")
         if self.stuck:
             parts.append(f"STUCK (stop keeps failing): {', '.join(a for a, _ in self.stuck)}")
         return "; ".join(parts)
@@ -149,11 +160,13 @@ def reconcile_folder(
 
     end = time.monotonic() + deadline_s
     total: ReconcileReport | None = None
+    launching: list[str] = []
     while True:
         try:
             report = _reconcile_once(run_dir, job_id, backend, hour=hour, reason=reason,
                                      policy=policy, deadline_s=max(1.0, end - time.monotonic()),
-                                     handoff=handoff, readopt=readopt, sleep=sleep)
+                                     handoff=handoff, readopt=readopt, sleep=sleep,
+                                     found_launching=launching)
         except StateError as exc:  # another writer's part took our name: read again
             if settle_s <= 0 or time.monotonic() > end:
                 raise
@@ -168,7 +181,32 @@ def reconcile_folder(
                 if a.slot >= 0 and a.arm_id not in total.readopted
                 and a.arm_id not in total.handed_off]
         if not left:
-            return total
+            return _stop_again(total, launching, backend, policy, sleep)
+
+
+def _stop_again(report: ReconcileReport, arm_ids: list[str], backend: ArmBackend,
+                policy: CallPolicy | None, sleep: Callable[[float], object]) -> ReconcileReport:
+    """Stop once more the arms found ``launching`` (now a settle wait later).
+
+    A failure is reported as stuck: the arm may be served, and the log already
+    says ``stopped``, so a person must look (the error is logged too).
+    """
+    if not arm_ids:
+        return report
+    caller = BackendCaller(policy if policy is not None else CallPolicy(), sleep,
+                           name="reconcile")
+    again: list[str] = []
+    stuck = list(report.stuck)
+    for arm_id in dict.fromkeys(arm_ids):
+        try:
+            caller.call("stop", arm_id, lambda a=arm_id: backend.stop(a))
+        except BackendCallError as exc:
+            logger.error("Arm %s was launching when the job ended and its second stop "
+                         "failed: it may be served. Stop it on the platform: %s", arm_id, exc)
+            stuck.append((arm_id, str(exc)))
+            continue
+        again.append(arm_id)
+    return replace(report, stopped_again=tuple(again), stuck=tuple(stuck))
 
 
 def _merge(a: ReconcileReport, b: ReconcileReport) -> ReconcileReport:
@@ -190,8 +228,11 @@ def _reconcile_once(
     handoff: Iterable[str] = (),
     readopt: Callable[[ArmRecord], bool] | None = None,
     sleep: Callable[[float], object] = time.sleep,
+    found_launching: list[str] | None = None,
 ) -> ReconcileReport:
     """One pass of :func:`reconcile_folder` over the log as it is now (same arguments).
+
+    The ids of the arms it found ``launching`` are appended to ``found_launching``.
 
     The caller must hold the run folder's lock with no posterior service open
     on it (this function appends to the event log).
@@ -226,6 +267,8 @@ def _reconcile_once(
             log.flush()
             out.handed.append(arm.arm_id)
             continue
+        if found_launching is not None and arm.state == LAUNCHING:
+            found_launching.append(arm.arm_id)
         _retire_if_live(log, arm, reason, hour)
         if effective_state(arm.state) != STOPPING:
             log.append_arm_state(arm.arm_id, STOPPING, hour, reason)

@@ -327,3 +327,47 @@ def test_ramp_hours_reach_the_ledger_and_survive_the_state_round_trip():
     assert opt.ledger.hours_observed("arm-00") == 8  # the ramp hours are kept, not modelled
     again = Optimizer.from_state_dict(json.loads(json.dumps(opt.state_dict())))
     assert again.ledger.estimate("arm-00", "views").mean == pytest.approx(0.02)
+
+
+def test_confirm_min_feasible_runs_again_the_arm_whose_certification_lifts_the_readout(
+        small_config):
+    import dataclasses
+
+    cfg = dataclasses.replace(small_config, optimizer=dataclasses.replace(
+        small_config.optimizer, certify_share=0.25, confirm_min_feasible=0.3))
+    opt = Optimizer(cfg)
+    arms = grid_arms(opt, n=16)
+    feed(opt, arms, range(3), sd=0.01)  # noisy: some good arms are not yet certified
+    opt.refresh(force_refit=True)
+    plan = opt.plan()
+    point = plan.candidates[plan.sources.index("certify")]
+    # Brute force over every arm that ran: P(feasible) and gain at its weights.
+    ids = list(arms)
+    X = torch.stack([opt.space.encode(opt.space.decode(torch.tensor(arms[a]))) for a in ids])
+    mean, var = opt.snapshot().mean_and_var(X)
+    gain, _ = opt.outcomes.gain_posterior(mean, var)
+    p = opt.outcomes.p_feasible(mean, var)
+    certified = p >= 0.95
+    best = max([float(g) for g, c in zip(gain, certified, strict=True) if c] + [0.0])
+    score = {a: float(p[i]) * (float(gain[i]) - best) for i, a in enumerate(ids)
+             if 0.3 <= float(p[i]) < 0.95 and float(gain[i]) > best}
+    assert score, "the data must leave an uncertified arm that beats the certified ones"
+    chosen = max(score, key=score.get)
+    assert torch.allclose(point, X[ids.index(chosen)], atol=1e-9), (score, chosen)
+    # A threshold no arm reaches falls back to the certifiable optimum (not an arm's weights).
+    strict = Optimizer(dataclasses.replace(cfg, optimizer=dataclasses.replace(
+        cfg.optimizer, confirm_min_feasible=0.9499)))
+    grid_arms(strict, n=16)
+    feed(strict, arms, range(3), sd=0.01)
+    strict.refresh(force_refit=True)
+    fallback = strict.plan()
+    assert not any(0.9499 <= float(q) < 0.95 for q in p)
+    other = fallback.candidates[fallback.sources.index("certify")]
+    assert not any(torch.allclose(other, x, atol=1e-6) for x in X)
+
+
+def test_confirm_min_feasible_must_lie_below_the_feasibility_threshold():
+    raw = small_config_mapping()
+    raw["optimizer"]["confirm_min_feasible"] = 0.95
+    with pytest.raises(Exception, match="confirm_min_feasible.*feasibility_threshold"):
+        load_config(raw)

@@ -443,14 +443,6 @@ class OptimizerSpec:
             P(feasible) >= ``feasibility_threshold``. Thompson picks sit on the
             guardrail boundary, where no arm can be certified; running this
             point gives the readout an arm it can recommend. 0 disables.
-        confirm_min_feasible: With a value > 0, the certify share confirms an
-            arm that ran instead, when one is worth it: among the arms with
-            P(feasible) in [``confirm_min_feasible``, ``feasibility_threshold``)
-            and a posterior gain above the best certified arm's, the one with
-            the largest P(feasible) x (gain - best certified gain) is run again
-            (more data at the same weights, to certify it). Without such an
-            arm, the certifiable optimum is run. 0 (default) always runs the
-            certifiable optimum.
         ramp_hours: Hours at the start of each arm, from its launch hour, left
             out of its estimates (they stay in the log): a platform that ramps an
             arm's exposure, or a treatment whose effect builds up, shows a diluted
@@ -477,7 +469,6 @@ class OptimizerSpec:
     picks_beat_control: bool = True
     shared_control_noise: bool = True
     certify_share: float = 0.25
-    confirm_min_feasible: float = 0.0
     ramp_hours: int = 0
 
     def validate(self, where: str) -> None:
@@ -509,11 +500,6 @@ class OptimizerSpec:
                  f"{where}.refit_growth", self.refit_growth, "a number >= 0")
         _require(_is_number(self.feasibility_threshold) and 0.5 <= self.feasibility_threshold < 1,
                  f"{where}.feasibility_threshold", self.feasibility_threshold, "in [0.5, 1)")
-        _require(_is_number(self.confirm_min_feasible)
-                 and 0 <= self.confirm_min_feasible < self.feasibility_threshold,
-                 f"{where}.confirm_min_feasible", self.confirm_min_feasible,
-                 f"in [0, feasibility_threshold = {self.feasibility_threshold})",
-                 "0.5 confirms arms at least as likely feasible as not; 0 disables.")
 
 
 def _check_json_numbers(where: str, value: object, depth: int = 0) -> None:

@@ -548,11 +548,7 @@ class Optimizer:
             counts = pick_counts(draws, objective, self.outcomes.constraint_matrix,
                                  self.outcomes.constraint_bounds)
         if with_proposals and opt.certify_share > 0:
-            point = None
-            if opt.confirm_min_feasible > 0:
-                point = self._contender_to_confirm(snapshot, candidates, rows)
-            if point is None:
-                point = self._certifiable_optimum(snapshot, candidates, certify_seed, rows)
+            point = self._certifiable_optimum(snapshot, candidates, certify_seed, rows)
             if point is not None:
                 total = int(counts.sum())
                 reserved = max(1, round(opt.certify_share * total / (1 - opt.certify_share)))
@@ -593,45 +589,6 @@ class Optimizer:
         start = candidates[best[0]]
         return local_search(score, start.unsqueeze(0), opt.local_scale, seed,
                             points_per_round=CERTIFY_POINTS)[0]
-
-    def _contender_to_confirm(self, snapshot: PosteriorSnapshot, candidates: torch.Tensor,
-                              training_rows: torch.Tensor) -> torch.Tensor | None:
-        """The arm that ran whose certification would lift the readout most, or None.
-
-        Among the :data:`READOUT_CHUNK` arms with data of their own (``training_rows
-        >= 0``) of largest posterior gain, the best certified gain ``g*`` is the
-        largest gain with P(feasible) >= ``feasibility_threshold`` (0 without one).
-        An arm with ``confirm_min_feasible <= P(feasible) < feasibility_threshold``
-        and gain ``g > g*`` scores ``P(feasible) * (g - g*)``: the readout's
-        expected lift once more data certify it, if it is feasible. The best
-        scorer is returned (its weights, to run again); None when none scores.
-
-        Args:
-            snapshot: The posterior.
-            candidates: ``N x d`` candidates (unit cube).
-            training_rows: ``N`` training rows of the candidates, -1 for points
-                without data.
-
-        Returns:
-            The ``d`` weights of the arm to confirm, or None.
-        """
-        opt = self.config.optimizer
-        arm_index = torch.nonzero(training_rows >= 0).flatten()
-        if arm_index.numel() == 0:
-            return None
-        gain_all = self.outcomes.gain(snapshot.mean(candidates[arm_index],
-                                                    training_rows[arm_index]))
-        top = arm_index[torch.argsort(gain_all, descending=True)[:READOUT_CHUNK]]
-        mean, var = snapshot.mean_and_var(candidates[top])
-        gain, _ = self.outcomes.gain_posterior(mean, var)
-        p_feas = self.outcomes.p_feasible(mean, var)
-        certified = p_feas >= opt.feasibility_threshold
-        best = float(gain[certified].max().clamp_min(0.0)) if bool(certified.any()) else 0.0
-        eligible = (~certified) & (p_feas >= opt.confirm_min_feasible) & (gain > best)
-        if not bool(eligible.any()):
-            return None
-        score = torch.where(eligible, p_feas * (gain - best), torch.zeros_like(gain))
-        return candidates[top[int(torch.argmax(score))]].clone()
 
     def _counts_beating_control(self, draws: torch.Tensor, objective: Objective
                                 ) -> torch.Tensor:

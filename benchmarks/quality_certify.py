@@ -178,7 +178,8 @@ def fill_yardsticks(runs: list[dict], optima: Mapping[str, dict], path: Path,
 
 
 def attach_yardsticks(runs: list[dict], cache: Mapping[str, dict]) -> None:
-    """Add ``yardstick_pct`` and ``frac_yardstick`` (gain / yardstick) to every run."""
+    """Add ``yardstick_pct``, ``frac_yardstick`` (gain / yardstick) and
+    ``best_ran_frac_yardstick`` (best feasible arm that ran / yardstick) to every run."""
     for r in runs:
         if "error" in r:
             continue
@@ -189,3 +190,7 @@ def attach_yardsticks(runs: list[dict], cache: Mapping[str, dict]) -> None:
         r["yardstick_pct"] = y["certifiable_gain_pct"]
         r["frac_yardstick"] = r["gain_pct"] / y["certifiable_gain_pct"] \
             if y["certifiable_gain_pct"] > 0 else None
+        # The best truly feasible arm the run served long enough to recommend: how much
+        # of the gap is in finding good arms and how much in certifying and picking them.
+        r["best_ran_frac_yardstick"] = r["best_ran_pct"] / y["certifiable_gain_pct"] \
+            if y["certifiable_gain_pct"] > 0 and "best_ran_pct" in r else None

@@ -69,7 +69,7 @@ def test_yardsticks_are_computed_once_per_scenario_and_cached(tmp_path):
         return {"certifiable_gain_pct": 2.0 + seed}
 
     runs = [{"world": "w", "seed": s, "hours": 72, "slots": 8, "traffic": 50_000,
-             "gain_pct": 1.5, "method": m} for s in (0, 1) for m in ("a", "b")]
+             "gain_pct": 1.5, "best_ran_pct": 3.0, "method": m} for s in (0, 1) for m in ("a", "b")]
     optima = {"w:0": {"objective": 0.03}, "w:1": {"objective": 0.04}}
     path = tmp_path / "y.json"
     cache = fill_yardsticks(runs, optima, path, compute)
@@ -77,6 +77,7 @@ def test_yardsticks_are_computed_once_per_scenario_and_cached(tmp_path):
     assert fill_yardsticks(runs, optima, path, compute) == cache and len(calls) == 2
     attach_yardsticks(runs, cache)
     assert [r["frac_yardstick"] for r in runs] == [0.75, 0.75, 0.5, 0.5]
+    assert [r["best_ran_frac_yardstick"] for r in runs] == [1.5, 1.5, 1.0, 1.0]
     assert yardstick_key("w", 0, 72, 8, 50_000) in cache
 
 

@@ -334,10 +334,6 @@ class ArmsSpec:
             the slot then tries a fresh sample instead of collecting more data
             on an arm that cannot win (value-model world, 72 h: +0.40 points
             of gain, s.e. 0.17, over 10 paired seeds; benchmarks/RESULTS.md).
-        certify_arms_run_out: Arms launched for the certifiable optimum
-            (``optimizer.certify_share``) are never stopped as not contenders:
-            they run to ``max_hours`` unless a guardrail stops them, so the
-            data at the edge of what is certified keeps growing.
             0 disables.
         late_data_hours: Hours a stopped arm is still polled for late
             publications of the hours it was live.
@@ -359,7 +355,6 @@ class ArmsSpec:
     max_hours: int = 24
     guardrail_stop_probability: float = 0.05
     contender_stop_share: float = 0.03
-    certify_arms_run_out: bool = False
     late_data_hours: int = 24
     synchronous: bool = False
     handoff_recommended: bool = False
@@ -386,8 +381,6 @@ class ArmsSpec:
         _require(_is_int(self.late_data_hours) and 0 <= self.late_data_hours <= MAX_HOURS,
                  f"{where}.late_data_hours", self.late_data_hours,
                  f"an integer in [0, {MAX_HOURS}]")
-        _require(isinstance(self.certify_arms_run_out, bool), f"{where}.certify_arms_run_out",
-                 self.certify_arms_run_out, "true or false")
         _require(isinstance(self.synchronous, bool), f"{where}.synchronous", self.synchronous,
                  "true or false")
         _require(isinstance(self.handoff_recommended, bool), f"{where}.handoff_recommended",

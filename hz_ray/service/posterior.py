@@ -392,10 +392,6 @@ class PosteriorService:
             view = published.assessments.get(report.arm_id) if report.arm_id else None
             p_feasible = view.p_feasible if view is not None else None
             pick_share = published.pick_shares.get(report.arm_id) if report.arm_id else None
-            if pick_share is not None and self.config.arms.certify_arms_run_out:
-                reply = self._replies.get(report.arm_id)
-                if reply is not None and reply.source == "certify":
-                    pick_share = None  # not judged as a contender: it runs out its hours
         self.telemetry.record_slot(report.slot, last_hour=hour, p_feasible=p_feasible)
         return ReportAck(len(result.accepted), result.duplicates,
                          len(result.rejected) + len(rejections), version,

@@ -448,11 +448,6 @@ class OptimizerSpec:
             arm's exposure, or a treatment whose effect builds up, shows a diluted
             delta in those hours, which biases the arm's estimate, and the
             readout's interval, toward zero. 0 keeps every hour.
-        ramp_hours_in_stops: With ``ramp_hours``, an arm's P(feasible) for its
-            early guardrail stop is also taken from its own data over every
-            hour, ramp hours included (the smaller of the two counts): a ramp
-            dilutes a harm toward zero, so a harm its first hours show is real,
-            and the stop need not wait for the hours after the ramp.
     """
 
     seed: int = 0
@@ -475,7 +470,6 @@ class OptimizerSpec:
     shared_control_noise: bool = True
     certify_share: float = 0.25
     ramp_hours: int = 0
-    ramp_hours_in_stops: bool = False
 
     def validate(self, where: str) -> None:
         """Raise ConfigError unless the spec is well-formed."""
@@ -492,8 +486,7 @@ class OptimizerSpec:
                      f"an integer in [{lo}, {hi}]")
         _require(_is_number(self.proposal_probability) and 0 <= self.proposal_probability <= 1,
                  f"{where}.proposal_probability", self.proposal_probability, "in [0, 1]")
-        for flag in ("picks_beat_control", "refine_proposals", "shared_control_noise",
-                     "ramp_hours_in_stops"):
+        for flag in ("picks_beat_control", "refine_proposals", "shared_control_noise"):
             _require(isinstance(getattr(self, flag), bool), f"{where}.{flag}",
                      getattr(self, flag), "true or false")
         _require(_is_number(self.certify_share) and 0 <= self.certify_share < 1,

@@ -344,22 +344,6 @@ class Ledger:
         self._cache[key] = result
         return result
 
-    def estimate_every_hour(self, arm_id: str, metric: str) -> ArmEstimate | None:
-        """Like :meth:`estimate`, over every hour, the first ``ramp_hours`` included (uncached).
-
-        For early guardrail stops: a ramp dilutes a harm toward zero, so a
-        harm the diluted hours show is at least as large in truth.
-        """
-        self._require_arm(arm_id)
-        self._require_metric(metric)
-        series = self.deltas(arm_id, metric)
-        return aggregate(series, self._var_floor, self._min_hours) if series else None
-
-    @property
-    def ramp_hours(self) -> int:
-        """Hours at the start of each arm left out of its estimates."""
-        return self._ramp_hours
-
     def control_loadings(self, arm_id: str, metric: str) -> dict[int, float] | None:
         r"""How the arm's estimate of ``metric`` loads on each hour's control error.
 

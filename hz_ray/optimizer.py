@@ -380,35 +380,11 @@ class Optimizer:
         mean, var = snapshot.mean_and_var(X)
         gain_mean, gain_sd = self.outcomes.gain_posterior(mean, var)
         p_feas = self.outcomes.p_feasible(mean, var)
-        if self.ledger.ramp_hours > 0 and self.config.optimizer.ramp_hours_in_stops:
-            p_feas = torch.minimum(p_feas, self._p_feasible_every_hour(ids))
         return [
             ArmAssessment(a, int(hours[i]), float(gain_mean[i]), float(gain_sd[i]),
                           float(p_feas[i]))
             for i, a in enumerate(ids)
         ]
-
-    def _p_feasible_every_hour(self, ids: Sequence[str]) -> torch.Tensor:
-        """P(feasible) of each arm from its own data over every hour, ramp hours included.
-
-        With ``ramp_hours`` the model leaves each arm's first hours out, so a harmful
-        arm would be stopped hours later; its diluted first hours still show a harm
-        (a ramp shrinks it toward zero), so an assessment takes the smaller of the
-        model's P(feasible) and this one. A metric without data counts as unknown
-        (variance 1, i.e. an sd of 100%).
-
-        Returns:
-            ``len(ids)`` probabilities.
-        """
-        metrics = self.ledger.metrics
-        mean = torch.zeros(len(ids), len(metrics), dtype=torch.float64)
-        var = torch.ones(len(ids), len(metrics), dtype=torch.float64)
-        for i, arm_id in enumerate(ids):
-            for j, metric in enumerate(metrics):
-                est = self.ledger.estimate_every_hour(arm_id, metric)
-                if est is not None:
-                    mean[i, j], var[i, j] = est.mean, est.sem ** 2
-        return self.outcomes.p_feasible(mean, var)
 
     # -------------------------------------------------------------- suggest
     def _fantasized(

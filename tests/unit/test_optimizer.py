@@ -327,28 +327,3 @@ def test_ramp_hours_reach_the_ledger_and_survive_the_state_round_trip():
     assert opt.ledger.hours_observed("arm-00") == 8  # the ramp hours are kept, not modelled
     again = Optimizer.from_state_dict(json.loads(json.dumps(opt.state_dict())))
     assert again.ledger.estimate("arm-00", "views").mean == pytest.approx(0.02)
-
-
-@pytest.mark.parametrize("in_stops", [False, True])
-def test_ramp_hours_in_stops_let_a_harm_in_the_ramp_hours_count_for_the_guardrail(in_stops):
-    from scipy.stats import norm
-
-    raw = small_config_mapping()
-    raw["optimizer"].update(ramp_hours=2, ramp_hours_in_stops=in_stops)
-    opt = Optimizer(load_config(raw))
-    arms = grid_arms(opt, n=8)
-    feed(opt, arms, range(2, 10), sd=0.002)  # neighbours with data past their ramp
-    opt.register_arm("harm", opt.space.decode(torch.tensor([0.5, 0.5, 0.5])), hour=10)
-    sd = 0.002
-    likes = [-0.02 * f for f in (0.25, 0.75)]  # a -2% harm, diluted by the ramp
-    opt.observe([HourlyDelta("harm", m, 10 + h, v, sd**2, 1000)
-                 for h, v in enumerate(likes) for m in ("views", "likes")])
-    opt.refresh(force_refit=True)
-    (view,) = opt.assess(["harm"])
-    model_only = opt.outcomes.p_feasible(*opt.snapshot().mean_and_var(
-        opt.space.encode(opt.ledger.arms["harm"].params).unsqueeze(0)))
-    # closed form of the arm's own two hours: mean -1%, s.e. sd / sqrt(2), bound -0.5%
-    own = norm.cdf((sum(likes) / 2 + 0.005) / (sd / 2**0.5))
-    assert own < 1e-3 < float(model_only[0])  # the model sees none of the ramp hours
-    expected = min(float(model_only[0]), own) if in_stops else float(model_only[0])
-    assert view.p_feasible == pytest.approx(expected, rel=1e-6, abs=1e-9)

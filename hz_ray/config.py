@@ -447,7 +447,8 @@ class OptimizerSpec:
             out of its estimates (they stay in the log): a platform that ramps an
             arm's exposure, or a treatment whose effect builds up, shows a diluted
             delta in those hours, which biases the arm's estimate, and the
-            readout's interval, toward zero. 0 keeps every hour.
+            readout's interval, toward zero. 0 keeps every hour. An arm with no
+            hour past its ramp yet is estimated from the hours it has.
     """
 
     seed: int = 0

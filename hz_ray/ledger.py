@@ -374,14 +374,22 @@ class Ledger:
         return loads
 
     def _estimated_deltas(self, arm_id: str, metric: str) -> tuple[HourlyDelta, ...]:
-        """The deltas an estimate uses: those after the arm's first ``ramp_hours`` hours."""
+        """The deltas an estimate uses: those after the arm's first ``ramp_hours`` hours.
+
+        An arm with no hour past its ramp yet (a young arm, or one stopped in its
+        ramp) is estimated from the hours it has: diluted data are better than
+        none. Without them the model would never learn of an arm stopped early,
+        and its first hours would not count toward an early guardrail stop (a ramp
+        shrinks a harm toward zero, so a harm they show is real).
+        """
         series = self.deltas(arm_id, metric)
         if self._ramp_hours == 0 or not series:
             return series
         start = self._arms[arm_id].registered_hour
         if start is None:
             start = series[0].hour
-        return tuple(d for d in series if d.hour >= start + self._ramp_hours)
+        past_ramp = tuple(d for d in series if d.hour >= start + self._ramp_hours)
+        return past_ramp or series
 
     def estimates(self, arm_id: str) -> dict[str, ArmEstimate]:
         """Estimates of every metric with data (past the ramp) for one arm, in metric order."""

@@ -327,3 +327,20 @@ def test_ramp_hours_reach_the_ledger_and_survive_the_state_round_trip():
     assert opt.ledger.hours_observed("arm-00") == 8  # the ramp hours are kept, not modelled
     again = Optimizer.from_state_dict(json.loads(json.dumps(opt.state_dict())))
     assert again.ledger.estimate("arm-00", "views").mean == pytest.approx(0.02)
+
+
+def test_an_arm_with_no_hour_past_its_ramp_is_estimated_from_the_hours_it_has():
+    """An arm stopped in its ramp must still reach the model (before: no estimate at all,
+    so the model never learnt of a harmful arm stopped early and Thompson relaunched it)."""
+    raw = small_config_mapping()
+    raw["optimizer"]["ramp_hours"] = 2
+    opt = Optimizer(load_config(raw))
+    opt.register_arm("young", opt.space.decode(torch.tensor([0.5, 0.5, 0.5])), hour=4)
+    ramp = [-0.02 * f for f in (0.25, 0.75)]  # a -2% harm, diluted
+    opt.observe([HourlyDelta("young", "likes", 4 + h, v, 1e-6, 1000)
+                 for h, v in enumerate(ramp)])
+    est = opt.ledger.estimate("young", "likes")
+    assert est is not None and est.hours == 2 and est.mean == pytest.approx(-0.01)
+    opt.observe([HourlyDelta("young", "likes", 6, -0.02, 1e-6, 1000)])  # first hour past it
+    est = opt.ledger.estimate("young", "likes")
+    assert est.hours == 1 and est.mean == pytest.approx(-0.02)

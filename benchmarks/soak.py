@@ -191,6 +191,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hours", type=int, default=None, help="job hours (overrides --days)")
     p.add_argument("--slots", type=int, default=64)
     p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1")
+    p.add_argument("--seed-list", type=int, nargs="+", default=None,
+                   help="explicit seeds (overrides --seeds), e.g. to add pairs to earlier runs")
     p.add_argument("--seconds-per-hour", type=float, default=2.0)
     p.add_argument("--max-hours", type=int, default=8, help="an arm's longest run")
     p.add_argument("--call-timeout", type=float, default=8.0,
@@ -222,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     root = args.root or Path(tempfile.mkdtemp(prefix="hz-ray-soak-"))
     runs = []
-    for seed in range(args.seeds):
+    for seed in (args.seed_list if args.seed_list is not None else range(args.seeds)):
         if not args.baseline_only:
             runs.append(run_one(args, seed, True, root))
         if args.baseline or args.baseline_only:

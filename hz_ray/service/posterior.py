@@ -437,6 +437,7 @@ class PosteriorService:
         arm_id = arm_id_for(self.job_id, slot, seq)
         if self._plan_on_demand:
             self._ensure_plan()
+        driver_alive = self._driver_alive()  # file I/O: not under the service lock
         with self._lock:
             state = self._state
             known = state.arms.get(arm_id)
@@ -455,7 +456,7 @@ class PosteriorService:
                         StateError, f"arm {busy[-1].arm_id!r} of slot {slot}", busy[-1].state,
                         "'stopped' before the slot samples again (one arm per slot)",
                         "Retire the slot's arm, stop it on the platform and report 'stopped'.")
-                if self._state.alarm is not None or not self._driver_alive():
+                if self._state.alarm is not None or not driver_alive:
                     return None  # the job launches no more arms (see hour_progress)
                 if self.config.arms.synchronous and state.must_wait_for_batch(hour):
                     return None
@@ -549,10 +550,8 @@ class PosteriorService:
             StateError: Unknown arm, another slot's arm, or a step the
                 lifecycle does not allow.
         """
-        if state == LAUNCHING and not self._driver_alive():
-            raise TransientError("No arm may start launching: the job's driver is gone (the "
-                                 "run folder's lock is free).",
-                                 "The job is ending; its arms are being stopped.")
+        if state == LAUNCHING:
+            self._refuse_launch_without_driver()
         with self._lock:
             record = self._state.arms.get(arm_id)
             if record is None or record.slot != slot:
@@ -567,15 +566,20 @@ class PosteriorService:
         self.telemetry.record_stuck_stops(stuck)
         if self._durable_reports or state == LAUNCHING:
             self._commits.wait(ticket)
-        if state == LAUNCHING and not self._driver_alive():
+        if state == LAUNCHING:
             # Asked again once 'launching' is durable: if the final stops took the folder
             # meanwhile, they may have read the log before this arm's step, so it must not
             # reach the platform. If the driver still holds it here, any final stops record
             # themselves later and then read the log, which shows this arm as launching.
+            self._refuse_launch_without_driver()
+        return changed
+
+    def _refuse_launch_without_driver(self) -> None:
+        """Raise :class:`TransientError` unless the job's driver still holds the folder."""
+        if not self._driver_alive():
             raise TransientError("No arm may be launched: the job's driver is gone (the run "
                                  "folder's lock is free or held by its final stops).",
                                  "The job is ending; its arms are being stopped.")
-        return changed
 
     def _driver_alive(self) -> bool:
         """Whether the job's driver still holds the run folder.

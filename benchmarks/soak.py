@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -206,6 +207,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--short", action="store_true",
                    help="test tier: 7 hours, 4 slots, 0.8 s/hour, no node or driver kill")
     p.add_argument("--root", type=Path, default=None, help="folder for the runs (default: tmp)")
+    p.add_argument("--merge", type=Path, nargs="+", default=None, metavar="JSON",
+                   help="run nothing: render the runs of earlier --json files together (pairs "
+                        "a faulty run with its fault-free twin from another invocation)")
     p.add_argument("--out", type=Path, default=None, help="write the Markdown tables here")
     p.add_argument("--json", type=Path, default=None, help="write the figures (JSON) here")
     args = p.parse_args(argv)
@@ -220,15 +224,55 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def merged_runs(paths: list[Path], args: argparse.Namespace) -> list[dict]:
+    """The runs of earlier ``--json`` files, checked to be one soak's shape.
+
+    Sets ``args.hours``, ``args.slots`` and ``args.seconds_per_hour`` from the runs, for the
+    tables' heading.
+
+    Raises:
+        SystemExit: A file is missing or not a soak's JSON, the runs differ in hours, slots
+            or clock, or a (seed, faulty) run appears twice.
+    """
+    runs: list[dict] = []
+    for path in paths:
+        try:
+            loaded = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise SystemExit(
+                f"--merge: cannot read {path} as a soak's --json file ({exc})") from exc
+        if not isinstance(loaded, list) or not all(
+                isinstance(r, dict) and {"seed", "faulty", "hours", "slots"} <= set(r)
+                for r in loaded):
+            raise SystemExit(f"--merge: {path} is not a list of soak runs (write it with "
+                             "soak.py --json)")
+        runs.extend(loaded)
+    shapes = {(r["hours"], r["slots"], r.get("clock_s_per_day")) for r in runs}
+    if len(shapes) != 1:
+        raise SystemExit(f"--merge: the runs differ in (hours, slots, clock s/day): "
+                         f"{sorted(shapes, key=str)}; merge only runs of one soak's shape")
+    seen = Counter((r["seed"], r["faulty"]) for r in runs)
+    twice = [k for k, n in seen.items() if n > 1]
+    if twice:
+        raise SystemExit(f"--merge: (seed, faulty) runs appear more than once: {twice}")
+    hours, slots, clock = shapes.pop()
+    args.hours, args.slots = hours, slots
+    args.seconds_per_hour = None if clock is None else clock / 24
+    return sorted(runs, key=lambda r: (r["seed"], not r["faulty"]))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    root = args.root or Path(tempfile.mkdtemp(prefix="hz-ray-soak-"))
     runs = []
-    for seed in (args.seed_list if args.seed_list is not None else range(args.seeds)):
-        if not args.baseline_only:
-            runs.append(run_one(args, seed, True, root))
-        if args.baseline or args.baseline_only:
-            runs.append(run_one(args, seed, False, root))
+    if args.merge is not None:
+        runs = merged_runs(args.merge, args)
+    else:
+        root = args.root or Path(tempfile.mkdtemp(prefix="hz-ray-soak-"))
+        for seed in (args.seed_list if args.seed_list is not None else range(args.seeds)):
+            if not args.baseline_only:
+                runs.append(run_one(args, seed, True, root))
+            if args.baseline or args.baseline_only:
+                runs.append(run_one(args, seed, False, root))
     text = render(runs, args, " ".join(sys.argv[1:]))
     print(text)
     if args.out is not None:

@@ -296,9 +296,8 @@ def render(runs: Sequence[Mapping[str, Any]], args: argparse.Namespace, argv: st
              f"`benchmarks/soak.py {argv}` on {time.strftime('%Y-%m-%d')}, "
              f"{platform.machine()}, Python {platform.python_version()}."]
     for r in runs:
-        if not r["faulty"]:
-            continue
-        parts.append(f"### Seed {r['seed']}: {'OK' if r['ok'] else 'FAILED'}; "
+        parts.append(f"### Seed {r['seed']}, {'with faults' if r['faulty'] else 'fault-free'}: "
+                     f"{'OK' if r['ok'] else 'FAILED'}; "
                      f"{r['wall_s']} s wall in all ({r['s_per_day']} s per simulated day, "
                      f"of which the job clock's {r['clock_s_per_day']} s per day; cluster and "
                      f"actors up in {r['startup_s']} s), {r['lives']} driver lives, exit codes "
@@ -341,21 +340,45 @@ def render(runs: Sequence[Mapping[str, Any]], args: argparse.Namespace, argv: st
             parts.append(f"Sample latency in hours when {BURST_SAMPLES} or more slots "
                          f"sampled: n {b['n']}, p50 {b['p50']} ms, p99 {b['p99']} ms; in the "
                          f"other hours: n {c['n']}, p50 {c['p50']} ms, p99 {c['p99']} ms.")
-        parts.append(_md(["fault", "injected", "survived"],
-                         [[k, v[0], v[1]] for k, v in r["faults"].items()]))
+        if r["faults"]:
+            parts.append(_md(["fault", "injected", "survived"],
+                             [[k, v[0], v[1]] for k, v in r["faults"].items()]))
         if r["faults_skipped"]:
             parts.append("Scheduled but never injected (due while no driver ran, or no "
                          f"matching call came): {r['faults_skipped']}.")
+    parts.extend(_paired_gains(runs))
+    return "\n\n".join(parts) + "\n"
+
+
+def _paired_gains(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The paired-gains table (faulty vs fault-free run of each seed) and its summary line.
+
+    The cost of faults in all is ``1 - mean(gain with faults) / mean(gain fault-free)`` over
+    the pairs (shown only when the fault-free mean is positive), beside the mean paired
+    difference and its standard error (percentage points of true gain).
+    """
     clean = {r["seed"]: r for r in runs if not r["faulty"]}
     paired = [(r, clean[r["seed"]]) for r in runs if r["faulty"] and r["seed"] in clean]
-    if paired:
-        parts.append("### Paired gains (faults vs fault-free, same seed)")
-        parts.append(_md(["seed", "gain % with faults", "gain % fault-free", "cost of faults"],
-                         [[a["seed"], round(a["gain_pct"], 3), round(b["gain_pct"], 3),
-                           "" if b["gain_pct"] <= 0 else
-                           f"{100 * (1 - a['gain_pct'] / b['gain_pct']):.1f}%"]
-                          for a, b in paired]))
-    return "\n\n".join(parts) + "\n"
+    if not paired:
+        return []
+    rows = [[a["seed"], round(a["gain_pct"], 3), round(b["gain_pct"], 3),
+             round(a["gain_pct"] - b["gain_pct"], 3),
+             "" if b["gain_pct"] <= 0 else f"{100 * (1 - a['gain_pct'] / b['gain_pct']):.1f}%"]
+            for a, b in paired]
+    diffs = [a["gain_pct"] - b["gain_pct"] for a, b in paired]
+    mean_faulty = sum(a["gain_pct"] for a, _ in paired) / len(paired)
+    mean_clean = sum(b["gain_pct"] for _, b in paired) / len(paired)
+    mean_diff = sum(diffs) / len(diffs)
+    se = (math.sqrt(sum((d - mean_diff) ** 2 for d in diffs) / (len(diffs) - 1) / len(diffs))
+          if len(diffs) > 1 else float("nan"))
+    cost = (f"{100 * (1 - mean_faulty / mean_clean):.1f}%" if mean_clean > 0
+            else "undefined (fault-free mean gain <= 0)")
+    return ["### Paired gains (faults vs fault-free, same seed)",
+            _md(["seed", "gain % with faults", "gain % fault-free", "difference (points)",
+                 "cost of faults"], rows),
+            f"{len(paired)} pairs: mean gain {mean_faulty:.3f}% with faults, {mean_clean:.3f}% "
+            f"fault-free; mean paired difference {mean_diff:+.3f} points (s.e. {se:.3f}); "
+            f"cost of faults in all: {cost}."]
 
 
 def _monitor_figures(folder: Path, events: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -449,6 +449,14 @@ class OptimizerSpec:
             delta in those hours, which biases the arm's estimate, and the
             readout's interval, toward zero. 0 keeps every hour. An arm with no
             hour past its ramp yet is estimated from the hours it has.
+        pooled_noise: Give the GP each arm's variance from the per-unit
+            variance pooled over all arms (``mean_i(sem_i**2 N_i) / N_i``, at
+            least ``var_floor / hours``), not the arm's own. An arm's own
+            variance is estimated from the same counts as its mean, and for a
+            sparse metric a low count comes with a low variance, so weighting
+            arms by their own precision pulls the pooled posterior low (its
+            interval then misses the truth on the low side). The arms' own
+            means are unchanged; only the weights are decoupled from them.
     """
 
     seed: int = 0
@@ -471,6 +479,7 @@ class OptimizerSpec:
     shared_control_noise: bool = True
     certify_share: float = 0.25
     ramp_hours: int = 0
+    pooled_noise: bool = False
 
     def validate(self, where: str) -> None:
         """Raise ConfigError unless the spec is well-formed."""
@@ -487,7 +496,8 @@ class OptimizerSpec:
                      f"an integer in [{lo}, {hi}]")
         _require(_is_number(self.proposal_probability) and 0 <= self.proposal_probability <= 1,
                  f"{where}.proposal_probability", self.proposal_probability, "in [0, 1]")
-        for flag in ("picks_beat_control", "refine_proposals", "shared_control_noise"):
+        for flag in ("picks_beat_control", "refine_proposals", "shared_control_noise",
+                     "pooled_noise"):
             _require(isinstance(getattr(self, flag), bool), f"{where}.{flag}",
                      getattr(self, flag), "true or false")
         _require(_is_number(self.certify_share) and 0 <= self.certify_share < 1,

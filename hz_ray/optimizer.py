@@ -269,6 +269,8 @@ class Optimizer:
             ys.append([estimates[m].mean for m in self.metrics])
             yvars.append([estimates[m].sem ** 2 for m in self.metrics])
         Yvar = torch.tensor(yvars, dtype=DTYPE)
+        if self.config.optimizer.pooled_noise and len(train_ids) > 2:
+            Yvar[1:] = self._pooled_variances(train_ids[1:], Yvar[1:])
         loadings = (self._control_loadings(train_ids, Yvar)
                     if self.config.optimizer.shared_control_noise else None)
         return DataView(
@@ -282,6 +284,28 @@ class Optimizer:
             Yvar=Yvar,
             loadings=loadings,
         )
+
+    def _pooled_variances(self, arm_ids: Sequence[str], Yvar: torch.Tensor) -> torch.Tensor:
+        """``n x m`` variances of the arms' estimates from the per-unit variance pooled over arms.
+
+        Arm ``i``'s own ``sem_i**2`` times its units ``N_i`` estimates one per-unit
+        variance; its mean over the arms, over ``N_i``, is the arm's variance, floored at
+        ``var_floor / hours_i`` as the ledger's own estimate is
+        (:meth:`hz_ray.delta.DeltaSummary.estimate`). See ``optimizer.pooled_noise``.
+
+        Args:
+            arm_ids: ``n`` training arms (not the control), each with data on every metric.
+            Yvar: ``n x m`` their own variances (squared standard errors).
+        """
+        units = torch.empty_like(Yvar)
+        hours = torch.empty_like(Yvar)
+        for i, arm_id in enumerate(arm_ids):
+            estimates = self.ledger.estimates(arm_id)
+            for j, metric in enumerate(self.metrics):
+                units[i, j] = float(estimates[metric].n)
+                hours[i, j] = float(estimates[metric].hours)
+        per_unit = (Yvar * units).mean(dim=0)
+        return torch.maximum(per_unit / units, self.config.optimizer.var_floor / hours)
 
     def _control_loadings(self, train_ids: Sequence[str], Yvar: torch.Tensor
                           ) -> torch.Tensor | None:

@@ -336,10 +336,11 @@ def render(runs: Sequence[Mapping[str, Any]], args: argparse.Namespace, argv: st
                                f"{x['rss_last_mb']} ({x['last_hour']})"]
                               for i, x in enumerate(lives)]))
         b, c = r.get("sample_ms_in_bursts"), r.get("sample_ms_calm")
-        if b and c:
-            parts.append(f"Sample latency in hours when {BURST_SAMPLES} or more slots "
-                         f"sampled: n {b['n']}, p50 {b['p50']} ms, p99 {b['p99']} ms; in the "
-                         f"other hours: n {c['n']}, p50 {c['p50']} ms, p99 {c['p99']} ms.")
+        split = [f"{label}: n {x['n']}, p50 {x['p50']} ms, p99 {x['p99']} ms"
+                 for label, x in ((f"in hours when {BURST_SAMPLES} or more slots sampled", b),
+                                  ("in the other hours", c)) if x and x.get("n")]
+        if split:
+            parts.append("Sample latency " + "; ".join(split) + ".")
         if r["faults"]:
             parts.append(_md(["fault", "injected", "survived"],
                              [[k, v[0], v[1]] for k, v in r["faults"].items()]))

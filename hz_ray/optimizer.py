@@ -260,6 +260,8 @@ class Optimizer:
         control_var = self.config.optimizer.var_floor * CONTROL_VAR_FRACTION
         ys = [[0.0] * len(self.metrics)]
         yvars = [[control_var] * len(self.metrics)]
+        units: list[list[int]] = []  # N and hours of each arm's estimates, for pooled_noise
+        hours: list[list[int]] = []
         for arm_id, info in arms.items():
             estimates = self.ledger.estimates(arm_id)
             if any(m not in estimates for m in self.metrics):
@@ -268,9 +270,12 @@ class Optimizer:
             xs.append(self.space.encode(info.params))
             ys.append([estimates[m].mean for m in self.metrics])
             yvars.append([estimates[m].sem ** 2 for m in self.metrics])
+            units.append([estimates[m].n for m in self.metrics])
+            hours.append([estimates[m].hours for m in self.metrics])
         Yvar = torch.tensor(yvars, dtype=DTYPE)
-        if self.config.optimizer.pooled_noise and len(train_ids) > 2:
-            Yvar[1:] = self._pooled_variances(train_ids[1:], Yvar[1:])
+        if self.config.optimizer.pooled_noise and units:
+            Yvar[1:] = self._pooled_variances(Yvar[1:], torch.tensor(units, dtype=DTYPE),
+                                              torch.tensor(hours, dtype=DTYPE))
         loadings = (self._control_loadings(train_ids, Yvar)
                     if self.config.optimizer.shared_control_noise else None)
         return DataView(
@@ -285,7 +290,8 @@ class Optimizer:
             loadings=loadings,
         )
 
-    def _pooled_variances(self, arm_ids: Sequence[str], Yvar: torch.Tensor) -> torch.Tensor:
+    def _pooled_variances(self, Yvar: torch.Tensor, units: torch.Tensor,
+                          hours: torch.Tensor) -> torch.Tensor:
         """``n x m`` variances of the arms' estimates from the per-unit variance pooled over arms.
 
         Arm ``i``'s own ``sem_i**2`` times its units ``N_i`` estimates one per-unit
@@ -294,16 +300,11 @@ class Optimizer:
         (:meth:`hz_ray.delta.DeltaSummary.estimate`). See ``optimizer.pooled_noise``.
 
         Args:
-            arm_ids: ``n`` training arms (not the control), each with data on every metric.
-            Yvar: ``n x m`` their own variances (squared standard errors).
+            Yvar: ``n x m`` the training arms' own variances (squared standard errors; the
+                control's row left out).
+            units: ``n x m`` their test units ``N_i`` (:attr:`hz_ray.records.ArmEstimate.n`).
+            hours: ``n x m`` their hours of data.
         """
-        units = torch.empty_like(Yvar)
-        hours = torch.empty_like(Yvar)
-        for i, arm_id in enumerate(arm_ids):
-            estimates = self.ledger.estimates(arm_id)
-            for j, metric in enumerate(self.metrics):
-                units[i, j] = float(estimates[metric].n)
-                hours[i, j] = float(estimates[metric].hours)
         per_unit = (Yvar * units).mean(dim=0)
         return torch.maximum(per_unit / units, self.config.optimizer.var_floor / hours)
 

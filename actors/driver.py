@@ -40,6 +40,7 @@ from hz_ray.result import RunResult
 from hz_ray.run_folder import RunFolder, check_hours
 from hz_ray.service.endings import (
     end_job,
+    hour_of_stops,
     interrupts_raise,
     next_hour_in_log,
     raise_alarm,
@@ -240,13 +241,13 @@ class RayDriver:
         first = max(0, math.floor(clock.now_hours()))
         for hour in range(first, hours):
             self._wait_until(clock, hour + 1, refs, by_ref)
+            if self.supervisor is not None:  # every hour, readout or not
+                self.supervisor.heartbeat.remote(hour)
             summary = self._summary(hour)
             if summary is None:
                 continue
             summaries.append(summary)
             self.hour = hour
-            if self.supervisor is not None:
-                self.supervisor.heartbeat.remote(hour)
             if progress is not None:
                 progress(summary)
             if summary.alarm is not None:
@@ -347,10 +348,13 @@ class RayDriver:
         """Stop every arm the job may have live, with a backend built in this process."""
         if self.folder is None:
             return None
+        # An interrupted job's arms were served to the clock's hour, whatever hour the
+        # central actor's readouts reached (none come while it restarts).
+        hour = self.hour if self.completed else hour_of_stops(self.hour, self.clock)
         self.end_report = end_job(self.run_dir, self.job_id, self.config,
-                                  self._driver_backend(), hour=self.hour,
+                                  self._driver_backend(), hour=hour,
                                   completed=self.completed, recommended=self.recommended,
-                                  settle_s=_SETTLE_S)
+                                  settle_s=_SETTLE_S, clock=self.clock)
         return self.end_report
 
     def _stop_actors(self) -> None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,6 @@ import ray
 
 from actors.options import HEAD_NODE_RESOURCE
 from hz_ray.backends.base import BackendFactory
-from hz_ray.clock import AcceleratedClock
 from hz_ray.config import TuningConfig
 
 logger = logging.getLogger(__name__)
@@ -49,7 +47,7 @@ class JobSupervisor:
         job_id: The job's id.
         config: The job's config.
         backend_factory: Builds the platform backend here.
-        seconds_per_hour: Pace of the job clock (for the hour the stops are logged at).
+        seconds_per_hour: Pace of the job clock (used when the folder recorded none).
         poll_s: Seconds between tries of the folder's lock.
     """
 
@@ -108,16 +106,18 @@ class JobSupervisor:
 
     def _finish_job(self) -> str:
         from hz_ray.run_folder import RunFolder
-        from hz_ray.service.endings import end_job
+        from hz_ray.service.endings import end_job, folder_clock, hour_of_stops
 
         logger.error("Job %s: its driver is gone (the run folder's lock is free); stopping "
                      "the job's arms from %s.", self.job_id, self.run_dir)
         try:
             identity = RunFolder.read(self.run_dir)
-            clock = AcceleratedClock(self.seconds_per_hour, time.time())
+            clock = folder_clock(self.run_dir, self._hour, self.seconds_per_hour)
+            # The job clock's hour, not the last heartbeat's: the platform served the
+            # arms until now (a heartbeat lags while the central actor restarts).
             report = end_job(self.run_dir, identity.job_id, self.config,
-                             self.backend_factory(clock), hour=self._hour, completed=False,
-                             settle_s=3.0)
+                             self.backend_factory(clock), hour=hour_of_stops(self._hour, clock),
+                             completed=False, settle_s=3.0, clock=clock)
         except Exception as exc:  # noqa: BLE001 - say why, then leave it to `hz-ray stop`
             logger.exception("Job %s: the supervisor could not stop the arms.", self.job_id)
             return f"failed: {type(exc).__name__}: {exc}"

@@ -193,7 +193,8 @@ def run_local(
             if service is not None:
                 service.close()
             report = end_job(folder, job, config, backend, hour=min(hour, hours - 1),
-                             completed=result is not None, recommended=recommended)
+                             completed=result is not None, recommended=recommended,
+                             clock=clock)
         return dataclasses.replace(result, handed_off=report.handed_off,
                                    unstopped=tuple(a for a, _ in report.stuck))
 

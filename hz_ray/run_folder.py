@@ -274,24 +274,9 @@ class RunFolder:
     def saved_clock(self, next_hour: int, seconds_per_hour: float | None = None) -> Clock | None:
         """The job clock as recorded, standing at ``next_hour`` if it is simulated.
 
-        Args:
-            next_hour: The first job hour still to run (simulated clocks).
-            seconds_per_hour: Give a simulated job this pace instead (an
-                :class:`~hz_ray.clock.AcceleratedClock` at ``next_hour`` now),
-                for drivers that run on wall time.
-
-        Returns:
-            The clock, or ``None`` when none was recorded.
+        See :func:`read_saved_clock` (this folder's).
         """
-        state = load_checkpoint(self.path / CLOCK_FILE)
-        if state is None:
-            return None
-        if state.get("kind") == "accelerated":
-            return AcceleratedClock(float(state["seconds_per_hour"]), float(state["epoch_s"]))
-        if seconds_per_hour is not None:
-            return AcceleratedClock(seconds_per_hour,
-                                    time.time() - next_hour * float(seconds_per_hour))
-        return SimClock(float(next_hour))
+        return read_saved_clock(self.path, next_hour, seconds_per_hour)
 
     def close(self) -> None:
         """Release the lock (idempotent)."""
@@ -304,6 +289,31 @@ class RunFolder:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def read_saved_clock(path: str | Path, next_hour: int,
+                     seconds_per_hour: float | None = None) -> Clock | None:
+    """The job clock recorded in a run folder (read without its lock).
+
+    Args:
+        path: The run folder.
+        next_hour: The first job hour still to run (simulated clocks stand there).
+        seconds_per_hour: Give a simulated job this pace instead (an
+            :class:`~hz_ray.clock.AcceleratedClock` at ``next_hour`` now),
+            for drivers that run on wall time.
+
+    Returns:
+        The clock, or ``None`` when none was recorded.
+    """
+    state = load_checkpoint(Path(path) / CLOCK_FILE)
+    if state is None:
+        return None
+    if state.get("kind") == "accelerated":
+        return AcceleratedClock(float(state["seconds_per_hour"]), float(state["epoch_s"]))
+    if seconds_per_hour is not None:
+        return AcceleratedClock(seconds_per_hour,
+                                time.time() - next_hour * float(seconds_per_hour))
+    return SimClock(float(next_hour))
 
 
 def job_is_running(path: str | Path) -> bool:

@@ -72,7 +72,7 @@ def stop_command(target: str, address: str | None, deadline: float, wait_s: floa
     from hz_ray.backends.factory import build_backend
     from hz_ray.config import config_from_mapping
     from hz_ray.run_folder import CONFIG_FILE, RunFolder
-    from hz_ray.service.endings import call_policy, next_hour_in_log, shielded
+    from hz_ray.service.endings import call_policy, hour_of_stops, next_hour_in_log, shielded
     from hz_ray.service.messages import STOP_RECONCILED
     from hz_ray.service.reconcile import reconcile_folder
     from hz_ray.storage import load_checkpoint
@@ -86,12 +86,14 @@ def stop_command(target: str, address: str | None, deadline: float, wait_s: floa
         click.echo(f"hz-ray stop {run_dir}: the job was running; {ended}.")
     config = config_from_mapping(saved)
     with RunFolder.open(run_dir, config, resume=True) as folder, shielded():
-        hour = next_hour_in_log(run_dir, folder.job_id)
-        clock = folder.saved_clock(hour)
+        logged = next_hour_in_log(run_dir, folder.job_id)
+        clock = folder.saved_clock(logged)
+        # A wall-clock job's platform served the arms until now, past the newest readout.
+        hour = hour_of_stops(logged, clock)
         backend = build_backend(config.backend, clock, seed=config.optimizer.seed or 0)
         report = reconcile_folder(run_dir, folder.job_id, backend, hour=hour,
                                   reason=STOP_RECONCILED, policy=call_policy(config),
-                                  deadline_s=deadline, settle_s=3.0)
+                                  deadline_s=deadline, settle_s=3.0, clock=clock)
     click.echo(f"hz-ray stop {run_dir}: {report.summary()}; "
                f"{report.already_settled} were stopped before.")
     for arm_id, error in report.stuck:

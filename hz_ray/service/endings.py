@@ -18,13 +18,15 @@ import contextlib
 import logging
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from hz_ray.backends.base import ArmBackend
+from hz_ray.clock import AcceleratedClock, Clock, current_hour
 from hz_ray.config import TuningConfig
 from hz_ray.errors import ConfigError
-from hz_ray.run_folder import LOG_DIR_NAME
+from hz_ray.run_folder import LOG_DIR_NAME, read_saved_clock
 from hz_ray.service.arm_states import LIVE
 from hz_ray.service.backend_calls import CallPolicy
 from hz_ray.service.job_state import JobState
@@ -117,7 +119,8 @@ def call_policy(config: TuningConfig) -> CallPolicy:
 
 def end_job(run_dir: str | Path, job_id: str, config: TuningConfig, backend: ArmBackend, *,
             hour: int, completed: bool, recommended: str | None = None,
-            deadline_s: float = DEFAULT_DEADLINE_S, settle_s: float = 0.0) -> ReconcileReport:
+            deadline_s: float = DEFAULT_DEADLINE_S, settle_s: float = 0.0,
+            clock: Clock | None = None) -> ReconcileReport:
     """Stop every arm the job may have live (the driver's last step, service closed).
 
     Args:
@@ -133,6 +136,9 @@ def end_job(run_dir: str | Path, job_id: str, config: TuningConfig, backend: Arm
         deadline_s: Give up on stops still failing after this long.
         settle_s: Read the log again this long after the stops, for arms that
             dying actors of the job may have launched meanwhile (Ray; 0: no).
+        clock: The job clock: each confirmed stop is logged at the hour it
+            returned in, when that is after ``hour`` (the platform served the
+            arm until then; see :func:`reconcile_folder`).
 
     Returns:
         The :class:`ReconcileReport`; arms in ``stuck`` are still ``stopping``.
@@ -143,7 +149,7 @@ def end_job(run_dir: str | Path, job_id: str, config: TuningConfig, backend: Arm
         report = reconcile_folder(run_dir, job_id, backend, hour=max(0, hour),
                                   reason=STOP_JOB_END if completed else STOP_INTERRUPTED,
                                   policy=call_policy(config), deadline_s=deadline_s,
-                                  handoff=handoff, settle_s=settle_s)
+                                  handoff=handoff, settle_s=settle_s, clock=clock)
     if report.stuck:
         logger.error("Job %s: %d arm(s) could not be stopped: %s. They stay 'stopping' in the "
                      "log; run `hz-ray stop %s` to retry.", job_id, len(report.stuck),
@@ -156,6 +162,43 @@ def next_hour_in_log(run_dir: str | Path, job_id: str) -> int:
     state = JobState(job_id)
     state.replay(EventLog(Path(run_dir) / LOG_DIR_NAME).read())
     return max(state.recommendations, default=-1) + 1
+
+
+def folder_clock(run_dir: str | Path, known_hour: int, seconds_per_hour: float) -> Clock:
+    """The job clock of a run folder, for a process that ends the job from outside its driver.
+
+    Args:
+        run_dir: The run folder (read without its lock).
+        known_hour: The newest job hour the caller knows the job reached.
+        seconds_per_hour: The job's pace, used only when the folder recorded no clock.
+
+    Returns:
+        The folder's recorded clock; without one, an
+        :class:`~hz_ray.clock.AcceleratedClock` standing at ``known_hour + 1`` now.
+    """
+    saved = read_saved_clock(run_dir, known_hour + 1)
+    if saved is not None:
+        return saved
+    return AcceleratedClock(seconds_per_hour, time.time() - (known_hour + 1) * seconds_per_hour)
+
+
+def hour_of_stops(known_hour: int, clock: Clock | None) -> int:
+    """The job hour to log stops at when the job is ended from outside its driver.
+
+    A dead driver's last heartbeat and the newest logged readout lag the job
+    (a central actor restarting writes no readout for hours), while the
+    platform went on serving the arms by the job clock: the stops happen at the
+    clock's hour.
+
+    Args:
+        known_hour: The newest hour the caller knows the job reached.
+        clock: The job clock (the run folder's), or ``None`` if none was saved.
+
+    Returns:
+        ``max(known_hour, the clock's current hour)``, at least 0.
+    """
+    now = current_hour(clock) if clock is not None else 0
+    return max(0, int(known_hour), now)
 
 
 def reconcile_on_resume(run_dir: str | Path, job_id: str, config: TuningConfig,

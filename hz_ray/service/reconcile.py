@@ -18,6 +18,12 @@ each arm that may still be served:
   (``stopped``) or the deadline passes; each failed attempt is logged as
   ``stop_failed`` and the arm stays ``stopping``, for the next reconcile.
 
+A ``stopped`` step is logged at the hour the platform's stop returned in, as
+the job clock tells it when the caller passes one: the platform served the arm
+until then, so its readings up to that hour are the job's data, however far
+behind the caller's own ``hour`` (a dead driver's last heartbeat, the newest
+readout) lags.
+
 When the job's actors may still be dying (``settle_s``), an arm found
 ``launching`` may have its launch call still on its way to the platform, where
 it could land after the stop (a stop of an arm the platform does not know is a
@@ -36,6 +42,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from hz_ray.backends.base import ArmBackend
+from hz_ray.clock import Clock, current_hour
 from hz_ray.run_folder import LOG_DIR_NAME
 from hz_ray.service.arm_states import (
     HANDED_OFF,
@@ -130,6 +137,7 @@ def reconcile_folder(
     readopt: Callable[[ArmRecord], bool] | None = None,
     sleep: Callable[[float], object] = time.sleep,
     settle_s: float = 0.0,
+    clock: Clock | None = None,
 ) -> ReconcileReport:
     """Stop (or hand off, or leave for a resume) every arm of the job that may be served.
 
@@ -152,6 +160,10 @@ def reconcile_folder(
         readopt: Returns True for an arm a resumed job continues (left as is).
         sleep: Waits between rounds of retries.
         settle_s: Seconds to wait before reading the log again (0: one pass).
+        clock: The job clock. A confirmed stop is logged at ``max(hour, the
+            clock's hour when the stop returned)``, so readings of the hours
+            the platform served after ``hour`` are accepted later; ``None``:
+            at ``hour``.
 
     Returns:
         The :class:`ReconcileReport` (of every pass together).
@@ -166,7 +178,7 @@ def reconcile_folder(
             report = _reconcile_once(run_dir, job_id, backend, hour=hour, reason=reason,
                                      policy=policy, deadline_s=max(1.0, end - time.monotonic()),
                                      handoff=handoff, readopt=readopt, sleep=sleep,
-                                     found_launching=launching)
+                                     found_launching=launching, clock=clock)
         except StateError as exc:  # another writer's part took our name: read again
             if settle_s <= 0 or time.monotonic() > end:
                 raise
@@ -229,6 +241,7 @@ def _reconcile_once(
     readopt: Callable[[ArmRecord], bool] | None = None,
     sleep: Callable[[float], object] = time.sleep,
     found_launching: list[str] | None = None,
+    clock: Clock | None = None,
 ) -> ReconcileReport:
     """One pass of :func:`reconcile_folder` over the log as it is now (same arguments).
 
@@ -274,7 +287,10 @@ def _reconcile_once(
             log.append_arm_state(arm.arm_id, STOPPING, hour, reason)
         log.flush()
         todo.append(arm)
-    _stop_all(log, caller, backend, todo, hour, deadline_s, sleep, out)
+    def served_to() -> int:
+        return hour if clock is None else max(hour, current_hour(clock))
+
+    _stop_all(log, caller, backend, todo, hour, served_to, deadline_s, sleep, out)
     report = ReconcileReport(tuple(out.stopped), tuple(out.never), tuple(out.handed),
                              tuple(out.readopted), tuple(out.stuck), settled_before)
     if todo or out.never or out.handed:
@@ -288,9 +304,13 @@ def _retire_if_live(log: EventLog, arm: ArmRecord, reason: str, hour: int) -> No
 
 
 def _stop_all(log: EventLog, caller: BackendCaller, backend: ArmBackend, todo: list[ArmRecord],
-              hour: int, deadline_s: float, sleep: Callable[[float], object],
-              out: _Outcome) -> None:
-    """Stop every arm of ``todo``, round after round, until all stopped or the deadline."""
+              hour: int, served_to: Callable[[], int], deadline_s: float,
+              sleep: Callable[[float], object], out: _Outcome) -> None:
+    """Stop every arm of ``todo``, round after round, until all stopped or the deadline.
+
+    Failed attempts are logged at ``hour``; a confirmed stop at ``served_to()``,
+    the job hour it returned in.
+    """
     deadline = time.monotonic() + deadline_s
     errors: dict[str, str] = {}
     pause = caller.policy.initial_backoff_s or 0.05
@@ -305,7 +325,7 @@ def _stop_all(log: EventLog, caller: BackendCaller, backend: ArmBackend, todo: l
                 log.flush()
                 left.append(arm)
                 continue
-            log.append_arm_state(arm.arm_id, STOPPED, hour, None)
+            log.append_arm_state(arm.arm_id, STOPPED, served_to(), None)
             log.flush()
             out.stopped.append(arm.arm_id)
         todo = left
